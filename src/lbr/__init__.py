@@ -1,0 +1,1 @@
+"""lbr: Learn Before Represent."""
