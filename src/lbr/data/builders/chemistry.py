@@ -1,0 +1,149 @@
+"""Chemistry domain: the PubChem identifier table shipped by ``chemicals``.
+
+File ``chemicals/Identifiers/chemical identifiers pubchem large.tsv``; columns (see
+``chemicals.identifiers.ChemicalMetadataDB.load``): PubChem CID, CAS, formula, molecular
+weight, SMILES, InChI, InChIKey, IUPAC name, common name, then synonyms.
+
+Document = the compound record: IUPAC name (title), formula, SMILES, CAS and weight (text).
+Query = the common name or a synonym, which the record itself never contains: retrieving
+"hypogallic acid" needs to know it is 2,3-dihydroxybenzoic acid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lbr.data.builders.common import DomainSource, SourceDoc, has_letters, normalize
+from lbr.errors import LBRError
+
+FILE_NAME = "chemical identifiers pubchem large.tsv"
+# Long IUPAC names and SMILES would make documents far longer than ~100 tokens.
+MAX_IUPAC_CHARS = 120
+MAX_SMILES_CHARS = 100
+MAX_QUERY_WORDS = 8
+MAX_KNOWLEDGE_SYNONYMS = 10
+# Catalogue numbers ("stk366316"), CAS-like strings, registry annotations ("(9ci)") and
+# UUIDs are identifiers, not names a person would search with.
+_NOT_A_NAME = re.compile(r"\d{4,}|\d+-\d\d-\d\b|\bci\)|[0-9a-f]{8}-[0-9a-f]{4}|salt\)|\bnsc\b")
+_ELEMENT = re.compile(r"([A-Z][a-z]?)")
+
+
+@dataclass(frozen=True)
+class Compound:
+    cid: str
+    cas: str
+    formula: str
+    weight: str
+    smiles: str
+    iupac: str
+    names: tuple[str, ...]  # common name first, then synonyms, as in the file
+
+
+def tsv_path() -> Path:
+    """The PubChem identifier table inside the installed chemicals package."""
+    import chemicals
+
+    path = Path(chemicals.__file__).parent / "Identifiers" / FILE_NAME
+    if not path.exists():
+        raise LBRError(f"chemicals is installed but {path} is missing")
+    return path
+
+
+def read_compounds(path: Path) -> list[Compound]:
+    compounds = []
+    with path.open(encoding="utf-8") as handle:
+        for line in tqdm(handle, desc="chemistry: reading PubChem table", unit=" rows"):
+            values = line.rstrip("\n").split("\t")
+            if len(values) < 9:
+                continue
+            cid, cas, formula, weight, smiles, _, _, iupac, *names = values
+            compounds.append(
+                Compound(cid, cas, formula, weight, smiles, iupac.strip(), tuple(names))
+            )
+    return compounds
+
+
+def is_query_name(name: str) -> bool:
+    """A synonym that reads like a name someone would search for."""
+    return (
+        has_letters(name)
+        and len(name.split()) <= MAX_QUERY_WORDS
+        and not _NOT_A_NAME.search(name.lower())
+    )
+
+
+def _record_text(compound: Compound) -> str:
+    weight = f"{float(compound.weight):.2f}" if compound.weight else "?"
+    return (
+        f"Formula {compound.formula}. SMILES {compound.smiles}. CAS {compound.cas}. "
+        f"Molecular weight {weight} g/mol."
+    )
+
+
+def load_source() -> DomainSource:
+    """Read the PubChem table into documents, queries and a knowledge renderer."""
+    path = tsv_path()
+    compounds = read_compounds(path)
+    docs = []
+    for compound in compounds:
+        if (
+            not compound.iupac
+            or len(compound.iupac) > MAX_IUPAC_CHARS
+            or len(compound.smiles) > MAX_SMILES_CHARS
+        ):
+            continue
+        iupac_key = normalize(compound.iupac)
+        queries = tuple(
+            name for name in compound.names if is_query_name(name) and normalize(name) != iupac_key
+        )
+        elements = ",".join(sorted(set(_ELEMENT.findall(compound.formula))))
+        docs.append(
+            SourceDoc(
+                doc_id=f"CID{compound.cid}",
+                title=compound.iupac,
+                text=_record_text(compound),
+                queries=queries,
+                # Isomers (same formula) are the hardest negatives; same elements next.
+                groups=(f"formula:{compound.formula}", f"elements:{elements}"),
+            )
+        )
+
+    def render_knowledge(exclude: set[str]) -> list[dict[str, str]]:
+        records = []
+        for compound in compounds:
+            names = [
+                name
+                for name in dict.fromkeys(compound.names)
+                if is_query_name(name) and normalize(name) not in exclude
+            ][:MAX_KNOWLEDGE_SYNONYMS]
+            head = f"{names[0]} is {compound.iupac}." if names else f"{compound.iupac}."
+            text = f"{head} {_record_text(compound)}"
+            if len(names) > 1:
+                text += " Also known as: " + "; ".join(names[1:]) + "."
+            records.append({"id": f"CID{compound.cid}", "text": text})
+        return records
+
+    return DomainSource(
+        domain="chemistry",
+        docs=docs,
+        render_knowledge=render_knowledge,
+        datasheet={
+            "source": f"chemicals {metadata.version('chemicals')}, file "
+            f"chemicals/Identifiers/{FILE_NAME} ({len(compounds):,} compounds)",
+            "license": "chemicals is MIT-licensed; the identifiers come from PubChem (public)",
+            "document": f"title = IUPAC name; text = formula, SMILES, CAS number and molecular "
+            f"weight. Compounds with an IUPAC name over {MAX_IUPAC_CHARS} characters or a "
+            f"SMILES over {MAX_SMILES_CHARS} are skipped. Id = PubChem CID.",
+            "query": "the common name or a synonym that reads like a name (catalogue numbers, "
+            "CAS-like strings, registry annotations and the IUPAC name itself are dropped).",
+            "negatives": "train compounds with the same molecular formula (isomers), then with "
+            "the same set of elements.",
+            "knowledge": f"every compound of the table: up to {MAX_KNOWLEDGE_SYNONYMS} names, "
+            "IUPAC name, formula, SMILES, CAS, weight.",
+        },
+    )
