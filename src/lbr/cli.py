@@ -1,0 +1,228 @@
+"""The ``lbr`` command line. Thin: build config objects, call the library.
+
+``main(argv) -> int`` can be called from tests. Every config field is a flag; ``--config FILE``
+(YAML or JSON) supplies the same names, and flags given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig, config_fields, from_dict, load_config_file
+from lbr.errors import ConfigError, LBRError
+
+# Short, method-named aliases for the options people reach for most.
+ALIASES = {"num_bottleneck_tokens": ["-k"], "ib_weight": ["--lambda"], "gen_weight": ["--mu"]}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per dataclass field, defaulting to SUPPRESS so we can tell what was given."""
+    group = parser.add_argument_group(title)
+    for f in config_fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        names = [flag, *ALIASES.get(f.name, [])]
+        default = f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        if f.type in (bool, "bool"):
+            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
+            group.add_argument(*names, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=help_text)
+
+
+def build_configs(args: argparse.Namespace, classes: list[type]) -> tuple[list[Any], set[str]]:
+    """Instantiate each config class from defaults < --config file < flags.
+
+    Returns the configs and the set of field names the user set explicitly.
+    """
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    given = {key: value for key, value in vars(args).items()}
+    known = {f.name for cls in classes for f in config_fields(cls)}
+    unknown = sorted(set(file_values) - known)
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown option(s) for this command: {', '.join(unknown)}")
+    configs = []
+    for cls in classes:
+        names = {f.name for f in config_fields(cls)}
+        values = {k: v for k, v in file_values.items() if k in names}
+        values.update({k: v for k, v in given.items() if k in names})
+        configs.append(from_dict(cls, values, source=getattr(args, "config", None) or "flags"))
+    explicit = (set(file_values) | {k for k in given if k in known})
+    return configs, explicit
+
+
+def _common_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML/JSON file with any of the options below (flags win)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
+    parser.add_argument("--force-resume", action="store_true",
+                        help="resume even if the settings differ from the saved run")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_learn(args: argparse.Namespace) -> int:
+    from lbr.training import learn
+
+    (model_config, stage1, train), explicit = build_configs(args, [ModelConfig, Stage1Config, TrainConfig])
+    started = time.perf_counter()
+    learn(model_config, stage1, train, resume=args.resume, overwrite=args.overwrite,
+          force_resume=args.force_resume, explicit=explicit, show_progress=not args.no_progress)
+    print(f"stage 1 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
+    return 0
+
+
+def run_represent(args: argparse.Namespace) -> int:
+    from lbr.training import represent
+
+    (model_config, stage2, train), explicit = build_configs(args, [ModelConfig, Stage2Config, TrainConfig])
+    started = time.perf_counter()
+    represent(model_config, stage2, train, resume=args.resume, overwrite=args.overwrite,
+              force_resume=args.force_resume, explicit=explicit, show_progress=not args.no_progress)
+    print(f"stage 2 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
+    return 0
+
+
+def read_texts(path: Path, *, id_field: str, text_field: str, max_line_bytes: int) -> tuple[list[str], list[str]]:
+    """Texts and ids from a jsonl file (``id_field``/``text_field``) or a .txt file (one per line)."""
+    from lbr.data.jsonl import iter_jsonl
+    from lbr.errors import InputError
+
+    if not path.exists():
+        raise InputError(path, "input file does not exist")
+    ids, texts = [], []
+    if path.suffix == ".jsonl":
+        seen: dict[str, int] = {}
+        for line, record in iter_jsonl(path, required={text_field: str}, optional={id_field: (str, int)},
+                                       max_line_bytes=max_line_bytes):
+            record_id = str(record.get(id_field, len(ids)))
+            if record_id in seen:
+                raise InputError(path, f"duplicate id {record_id!r} (first on line {seen[record_id]})",
+                                 line=line, field=id_field)
+            seen[record_id] = line
+            ids.append(record_id)
+            texts.append(record[text_field])
+    else:
+        raw = path.read_bytes()
+        try:
+            content = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line) from None
+        for number, line_text in enumerate(content.splitlines(), start=1):
+            if line_text.strip():
+                ids.append(str(number))
+                texts.append(line_text)
+        if not texts:
+            raise InputError(path, "file is empty (no non-blank lines)")
+    return ids, texts
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lbr.modeling import LBRModel
+
+    output = Path(args.output)
+    if output.suffix != ".npy":
+        raise ConfigError(f"{output}: --output must end in .npy")
+    ids_path = output.with_suffix(".ids.json")
+    if not args.overwrite and (output.exists() or ids_path.exists()):
+        raise ConfigError(f"{output}: already exists; pass --overwrite to replace it")
+    ids, texts = read_texts(Path(args.input), id_field=args.id_field, text_field=args.text_field,
+                            max_line_bytes=args.max_line_bytes)
+    model = LBRModel.load(args.model, trust_remote_code=args.trust_remote_code)
+    encode = model.encode_query if args.kind == "query" else model.encode_document
+    started = time.perf_counter()
+    embeddings = encode(texts, batch_size=args.batch_size, show_progress_bar=not args.no_progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.stem + ".tmp.npy")
+    np.save(tmp, embeddings.astype(np.float32))
+    tmp.replace(output)
+    ids_path.write_text(json.dumps(ids), encoding="utf-8")
+    print(f"encoded {len(texts)} texts in {time.perf_counter() - started:.1f} s -> {output} "
+          f"{embeddings.shape}, ids in {ids_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lbr",
+        description="Learn Before Represent: turn a decoder-only LLM into a domain embedding model.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    learn = sub.add_parser("learn", help="stage 1: learn the domain (L_know + lambda * L_IB)",
+                           description="Stage 1: continued training on an unlabeled corpus under an "
+                                       "information bottleneck.")
+    _common_run_flags(learn)
+    add_config_flags(learn, ModelConfig, "model")
+    add_config_flags(learn, Stage1Config, "stage 1")
+    add_config_flags(learn, TrainConfig, "training")
+    learn.set_defaults(func=run_learn)
+
+    represent = sub.add_parser("represent", help="stage 2: contrastive learning (InfoNCE + mu * L_gen)",
+                               description="Stage 2: contrastive training on (query, positive, negatives) "
+                                           "pairs, from a stage-1 directory or a bare LLM (LLM+CL).")
+    _common_run_flags(represent)
+    add_config_flags(represent, ModelConfig, "model")
+    add_config_flags(represent, Stage2Config, "stage 2")
+    add_config_flags(represent, TrainConfig, "training")
+    represent.set_defaults(func=run_represent)
+
+    encode = sub.add_parser("encode", help="embed a file of texts with a trained model")
+    encode.add_argument("--model", required=True, help="an lbr model directory")
+    encode.add_argument("--input", required=True, help=".jsonl (id and text fields) or .txt (one text per line)")
+    encode.add_argument("--output", required=True, help="embeddings .npy; ids go to the same name with .ids.json")
+    encode.add_argument("--kind", choices=("document", "query"), default="document",
+                        help="encode as documents, or as queries with the model's instruction")
+    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--id-field", default="_id", help="jsonl id field (default: _id; line order if absent)")
+    encode.add_argument("--text-field", default="text")
+    encode.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    encode.add_argument("--overwrite", action="store_true")
+    encode.add_argument("--trust-remote-code", action="store_true")
+    encode.add_argument("--no-progress", action="store_true")
+    encode.set_defaults(func=run_encode)
+
+    # Subcommands living in their own modules register themselves.
+    for name in ("data", "evaluate", "demo"):
+        try:
+            module = importlib.import_module(f"lbr.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"lbr.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LBRError as err:
+        if args.debug:
+            raise
+        print(f"lbr: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lbr: interrupted", file=sys.stderr)
+        return 130
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,140 @@
+"""Stage-1 corpus: read raw text, cut it into segments, and collate segment batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lbr.data.jsonl import iter_jsonl
+from lbr.errors import InputError
+
+CORPUS_SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    source: str  # "file:line", for error messages and provenance
+
+
+def corpus_files(path: str | Path) -> list[Path]:
+    """The corpus files under ``path`` (itself, or every .txt/.jsonl below a directory)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "corpus path does not exist")
+    if path.is_file():
+        if path.suffix not in CORPUS_SUFFIXES:
+            raise InputError(path, f"unsupported corpus file type; expected {' or '.join(CORPUS_SUFFIXES)}")
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
+    if not files:
+        raise InputError(path, "directory holds no .txt or .jsonl files")
+    return files
+
+
+def read_corpus(path: str | Path, *, text_field: str = "text", max_line_bytes: int = 1_000_000) -> list[Document]:
+    """Read documents: jsonl records (``text_field``) or paragraphs of .txt files.
+
+    In a .txt file, documents are separated by blank lines.
+    """
+    documents: list[Document] = []
+    for file in corpus_files(path):
+        if file.suffix == ".jsonl":
+            for line, record in iter_jsonl(file, required={text_field: str}, max_line_bytes=max_line_bytes):
+                if record[text_field].strip():
+                    documents.append(Document(record[text_field], f"{file}:{line}"))
+        else:
+            documents.extend(_read_paragraphs(file, max_line_bytes))
+    if not documents:
+        raise InputError(path, "corpus is empty (no non-blank text)")
+    return documents
+
+
+def _read_paragraphs(file: Path, max_line_bytes: int) -> list[Document]:
+    documents, lines, start = [], [], 1
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > max_line_bytes:
+                raise InputError(file, f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,}", line=number)
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(file, f"invalid UTF-8 at byte {err.start}", line=number) from None
+            if text.strip():
+                if not lines:
+                    start = number
+                lines.append(text.rstrip("\n"))
+            elif lines:
+                documents.append(Document("\n".join(lines), f"{file}:{start}"))
+                lines = []
+    if lines:
+        documents.append(Document("\n".join(lines), f"{file}:{start}"))
+    return documents
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stage-1 example: x, and the segment that follows it in the same document."""
+
+    tokens: list[int]
+    next_tokens: list[int] | None
+
+
+def segment_documents(
+    documents: list[Document], tokenizer: Any, segment_length: int, *, split_single: bool
+) -> list[Segment]:
+    """Cut each document into segments of at most ``segment_length`` tokens.
+
+    Args:
+        split_single: for the ``continue`` target, a document that fits in one segment is cut
+            in half so that it still has a continuation to predict.
+    """
+    segments: list[Segment] = []
+    encoded = tokenizer([doc.text for doc in documents], add_special_tokens=False)["input_ids"]
+    for tokens in encoded:
+        if not tokens:
+            continue
+        pieces = [tokens[i : i + segment_length] for i in range(0, len(tokens), segment_length)]
+        if len(pieces) == 1 and split_single and len(tokens) >= 2:
+            half = len(tokens) // 2
+            pieces = [tokens[:half], tokens[half:]]
+        for index, piece in enumerate(pieces):
+            following = pieces[index + 1] if index + 1 < len(pieces) else None
+            segments.append(Segment(piece, following))
+    return segments
+
+
+def pad_tokens(token_lists: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists: (B, m) ids and (B, m) mask. An empty list gives one pad column."""
+    width = max(1, max((len(tokens) for tokens in token_lists), default=0))
+    ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+class SegmentCollator:
+    """Builds a stage-1 batch: ``[x ; bottleneck]`` plus the decoder targets."""
+
+    def __init__(self, model: Any, max_target_length: int) -> None:
+        self.model = model
+        self.max_target_length = max_target_length
+
+    def __call__(self, segments: list[Segment], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        pad_id = self.model.tokenizer.pad_token_id
+        batch = self.model.pad_with_bottleneck([segment.tokens for segment in segments])
+        cap = self.max_target_length
+        batch["reconstruct_ids"], batch["reconstruct_mask"] = pad_tokens([s.tokens[:cap] for s in segments], pad_id)
+        # A segment without a continuation gets an all-padding target: it adds no loss.
+        batch["continue_ids"], batch["continue_mask"] = pad_tokens(
+            [(s.next_tokens or [])[:cap] for s in segments], pad_id
+        )
+        batch["num_tokens"] = torch.tensor(sum(len(s.tokens) for s in segments))
+        return batch

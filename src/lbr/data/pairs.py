@@ -1,0 +1,91 @@
+"""Stage-2 pairs: read ``{query, positive, negatives?}`` jsonl and collate contrastive batches."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lbr.data.corpus import pad_tokens
+from lbr.data.jsonl import iter_jsonl
+from lbr.errors import InputError
+
+
+@dataclass(frozen=True)
+class Pair:
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = field(default_factory=tuple)
+
+
+def read_pairs(path: str | Path, *, max_line_bytes: int = 1_000_000) -> list[Pair]:
+    """Read and validate stage-2 pairs; errors name the file, line and field."""
+    pairs = []
+    for line, record in iter_jsonl(
+        path,
+        required={"query": str, "positive": str},
+        optional={"negatives": list},
+        max_line_bytes=max_line_bytes,
+    ):
+        for name in ("query", "positive"):
+            if not record[name].strip():
+                raise InputError(path, "is empty", line=line, field=name)
+        negatives = record.get("negatives") or []
+        for index, negative in enumerate(negatives):
+            if not isinstance(negative, str):
+                raise InputError(path, f"expected str, got {type(negative).__name__}", line=line, field=f"negatives[{index}]")
+        pairs.append(Pair(record["query"], record["positive"], tuple(n for n in negatives if n.strip())))
+    return pairs
+
+
+def text_hash(text: str) -> int:
+    """A stable signed 64-bit hash of a text (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+class PairCollator:
+    """Builds a stage-2 batch with exactly ``num_negatives`` negatives per pair.
+
+    Pairs with fewer hard negatives are topped up with random positives of other pairs, so
+    every process holds the same number of documents (needed to gather them under DDP).
+    """
+
+    def __init__(self, model: Any, pairs: list[Pair], *, num_negatives: int, query_instruction: str,
+                 max_query_length: int, max_document_length: int) -> None:
+        self.model = model
+        self.pool = [pair.positive for pair in pairs]
+        self.num_negatives = num_negatives
+        self.query_instruction = query_instruction
+        self.max_query_length = max_query_length
+        self.max_document_length = max_document_length
+
+    def __call__(self, pairs: list[Pair], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        negatives: list[str] = []
+        for pair in pairs:
+            chosen = list(pair.negatives[: self.num_negatives])
+            while len(chosen) < self.num_negatives:
+                index = int(torch.randint(len(self.pool), (1,), generator=generator))
+                if self.pool[index] != pair.positive or len(self.pool) == 1:
+                    chosen.append(self.pool[index])
+            negatives.extend(chosen)
+        documents = [pair.positive for pair in pairs] + negatives
+        query_features = self.model.tokenize([self.query_instruction + p.query for p in pairs], self.max_query_length)
+        doc_features = self.model.tokenize(documents, self.max_document_length)
+        positive_tokens = self.model.tokenizer(
+            [pair.positive for pair in pairs], truncation=True, max_length=self.max_document_length,
+            add_special_tokens=False,
+        )["input_ids"]
+        target_ids, target_mask = pad_tokens(positive_tokens, self.model.tokenizer.pad_token_id)
+        return {
+            "query_ids": query_features["input_ids"],
+            "query_mask": query_features["attention_mask"],
+            "doc_ids": doc_features["input_ids"],
+            "doc_mask": doc_features["attention_mask"],
+            "doc_hash": torch.tensor([text_hash(text) for text in documents], dtype=torch.long),
+            "positive_target_ids": target_ids,
+            "positive_target_mask": target_mask,
+            "num_tokens": query_features["text_mask"].sum() + doc_features["text_mask"].sum(),
+        }

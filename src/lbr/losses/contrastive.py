@@ -1,0 +1,104 @@
+"""Stage 2 (Represent): InfoNCE over in-batch and hard negatives + mu * L_gen."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lbr.config import Stage2Config
+from lbr.modeling.lbr_model import LBRModel
+
+
+def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every process along dim 0, keeping the gradient path.
+
+    A no-op on one process. Under DDP this gives each query the negatives of the whole
+    global batch, not only its own process's share.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+def process_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE: cross-entropy over ``q_emb . d_emb / temperature``.
+
+    Documents that are copies of a query's positive (same text) are masked out of its
+    negatives, so duplicate documents in a batch are not pushed apart.
+    """
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def compute_loss_from_embeddings(
+        self,
+        q_emb: torch.Tensor,
+        d_emb: torch.Tensor,
+        labels: torch.Tensor,
+        false_negative_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            q_emb: (B, d) normalised query embeddings.
+            d_emb: (N, d) normalised document embeddings (positives and negatives).
+            labels: (B,) index in d_emb of each query's positive.
+            false_negative_mask: (B, N) True where a document must not count as a negative.
+        """
+        scores = q_emb @ d_emb.T / self.temperature  # (B, N)
+        if false_negative_mask is not None:
+            scores = scores.masked_fill(false_negative_mask, float("-inf"))
+        return F.cross_entropy(scores, labels)
+
+
+class Stage2Loss(nn.Module):
+    """The stage-2 objective: ``L_CL + mu * L_gen`` on the bottleneck representation.
+
+    Batch layout (from :class:`lbr.data.pairs.PairCollator`): queries (B rows), documents
+    ``[positives (B) ; negatives (B * n)]``, and a text hash per document.
+    """
+
+    def __init__(self, model: LBRModel, config: Stage2Config) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.infonce = InfoNCELoss(config.temperature)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        model, config = self.model, self.config
+        _, z_q = model.encode_hidden(batch["query_ids"], batch["query_mask"])  # (B, k, d)
+        _, z_d = model.encode_hidden(batch["doc_ids"], batch["doc_mask"])  # (B + B*n, k, d)
+        q_emb, d_emb = model.pool(z_q), model.pool(z_d)
+        local_docs = d_emb.shape[0]
+        all_docs = gather_across_processes(d_emb)
+        all_hashes = gather_across_processes(batch["doc_hash"])
+        batch_size = q_emb.shape[0]
+        labels = torch.arange(batch_size, device=q_emb.device) + process_rank() * local_docs
+        positive_hash = all_hashes[labels]  # (B,)
+        false_negatives = all_hashes.unsqueeze(0) == positive_hash.unsqueeze(1)  # (B, N)
+        false_negatives[torch.arange(batch_size), labels] = False
+        terms = {"cl": self.infonce.compute_loss_from_embeddings(q_emb, all_docs, labels, false_negatives)}
+        loss = terms["cl"]
+        if config.gen_weight > 0:
+            parts = []
+            targets = (batch["positive_target_ids"], batch["positive_target_mask"])
+            if config.gen_target in ("query", "both"):
+                prefix, _ = model.prefix(z_q)
+                terms["gen_query"] = model.decoder_loss(prefix, *targets)
+                parts.append(terms["gen_query"])
+            if config.gen_target in ("document", "both"):
+                prefix, _ = model.prefix(z_d[:batch_size])
+                terms["gen_document"] = model.decoder_loss(prefix, *targets)
+                parts.append(terms["gen_document"])
+            terms["gen"] = torch.stack(parts).mean()
+            loss = loss + config.gen_weight * terms["gen"]
+        terms["loss"] = loss
+        return terms

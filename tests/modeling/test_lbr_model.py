@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lbr.config import ModelConfig
+from lbr.errors import ConfigError
+from lbr.modeling import LBRModel
+
+TEXTS = ["short stature of the hand", "acid", "abnormal growth of bone and skin with increased blood"]
+
+
+def test_bottleneck_tokens_are_appended_after_the_text(model_config):
+    model = LBRModel.build(model_config)
+    features = model.tokenize(["heart eye", "bone"])
+    k = model_config.num_bottleneck_tokens
+    plain = model.tokenizer(["heart eye", "bone"], add_special_tokens=True)["input_ids"]
+    for row, ids in enumerate(plain):
+        n = len(ids)
+        assert features["input_ids"][row, :n].tolist() == ids
+        assert features["input_ids"][row, n : n + k].tolist() == model.bottleneck_ids
+        assert features["attention_mask"][row].sum() == n + k
+        assert features["text_mask"][row].sum() == n
+
+
+def test_causal_mask_appending_bottleneck_leaves_logits_on_x_unchanged(model_config):
+    model = LBRModel.build(model_config)
+    model.eval()
+    ids = model.tokenizer(["abnormal growth of the heart"])["input_ids"][0]
+    plain = torch.tensor([ids])
+    with torch.no_grad():
+        reference = model.causal_lm(input_ids=plain).logits  # HF's own forward, no bottleneck
+        features = model.pad_with_bottleneck([ids])
+        hidden, _ = model.encode_hidden(features["input_ids"], features["attention_mask"])
+        ours = model.lm_logits(hidden)[:, : len(ids)]
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_z_is_the_hidden_state_at_the_bottleneck_positions(model_config):
+    model = LBRModel.build(model_config)
+    features = model.tokenize(TEXTS)
+    with torch.no_grad():
+        hidden, z = model.encode_hidden(features["input_ids"], features["attention_mask"])
+    k = model.k
+    for row in range(len(TEXTS)):
+        length = int(features["attention_mask"][row].sum())
+        torch.testing.assert_close(z[row], hidden[row, length - k : length])
+
+
+def test_embedding_does_not_depend_on_batch_padding(model_config):
+    model = LBRModel.build(model_config)
+    alone = np.stack([model.encode(text) for text in TEXTS])
+    batched = model.encode(TEXTS, batch_size=3)
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-6)
+
+
+def test_decoder_reaches_x_only_through_z(model_config):
+    model = LBRModel.build(model_config)
+    features = model.tokenize(TEXTS)
+    targets = model.tokenizer(TEXTS, add_special_tokens=False, padding=True, return_tensors="pt")
+
+    def grad_wrt_inputs(detach_z: bool) -> torch.Tensor:
+        inputs = model.embed_inputs(features["input_ids"]).detach().requires_grad_(True)
+        hidden = model.hidden_states(inputs, features["attention_mask"])
+        lengths = features["attention_mask"].sum(1)
+        positions = lengths.unsqueeze(1) - model.k + torch.arange(model.k)
+        z = hidden[torch.arange(len(TEXTS)).unsqueeze(1), positions]
+        prefix, _ = model.prefix(z.detach() if detach_z else z)
+        loss = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
+        (grad,) = torch.autograd.grad(loss, inputs, allow_unused=True)
+        return torch.zeros_like(inputs) if grad is None else grad
+
+    assert torch.count_nonzero(grad_wrt_inputs(detach_z=True)) == 0
+    assert grad_wrt_inputs(detach_z=False).abs().sum() > 0
+
+
+def test_linear_projector_starts_as_identity(model_config):
+    import dataclasses
+
+    model = LBRModel.build(dataclasses.replace(model_config, projector="linear"))
+    z = torch.randn(2, model.k, model.hidden_size)
+    prefix, rate = model.prefix(z)
+    torch.testing.assert_close(prefix, z)
+    assert rate is None
+
+
+def test_rate_term_is_the_kl_to_a_standard_normal(model_config):
+    import dataclasses
+
+    model = LBRModel.build(dataclasses.replace(model_config, rate_beta=0.1))
+    model.eval()  # no sampling
+    z = torch.randn(2, model.k, model.hidden_size)
+    prefix, rate = model.prefix(z)
+    logvar = torch.full_like(z, -4.0)
+    expected = 0.5 * (z.pow(2) + logvar.exp() - logvar - 1).mean()
+    torch.testing.assert_close(rate, expected)
+    torch.testing.assert_close(prefix, z)
+
+
+def test_frozen_decoder_needs_lora():
+    with pytest.raises(ConfigError, match="tuning='lora'"):
+        ModelConfig(decoder="frozen", tuning="full")
+
+
+def test_frozen_decoder_ignores_the_adapter(model_config):
+    import dataclasses
+
+    model = LBRModel.build(dataclasses.replace(model_config, decoder="frozen"))
+    with torch.no_grad():  # make the adapter matter
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()
+    prefix = torch.randn(2, model.k, model.hidden_size)
+    targets = model.tokenizer(TEXTS[:2], add_special_tokens=False, padding=True, return_tensors="pt")
+    frozen = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
+    shared = model._decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
+    with model.backbone.disable_adapter():
+        base = model._decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
+    torch.testing.assert_close(frozen, base)
+    assert not torch.allclose(frozen, shared)
+
+
+@pytest.mark.parametrize("tuning,merge", [("lora", False), ("lora", True), ("full", False)])
+def test_save_then_load_in_a_fresh_process_gives_equal_embeddings(model_config, tmp_path, tuning, merge):
+    import dataclasses
+
+    config = dataclasses.replace(model_config, tuning=tuning, projector="linear")
+    model = LBRModel.build(config, seed=3)
+    with torch.no_grad():  # move away from the initialisation so the test means something
+        for param in model.trainable_parameters().values():
+            param.add_(torch.randn_like(param) * 0.05)
+    model.query_instruction = "Find the term: "
+    out = tmp_path / "model"
+    model.save(out, merge=merge)
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt")), "only safetensors are written"
+    expected = model.encode_query(TEXTS)
+    script = (
+        "import json, sys; from lbr.modeling import LBRModel;"
+        f"m = LBRModel.load({str(out)!r});"
+        f"print(json.dumps(m.encode_query({TEXTS!r}).tolist()))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(loaded, expected, atol=1e-5)
+    saved = json.loads((out / "lbr_config.json").read_text())
+    assert saved["weights"] == ("merged" if merge else "adapter" if tuning == "lora" else "full")
+    assert saved["query_instruction"] == "Find the term: "
+
+
+def test_load_refuses_a_non_lbr_directory(tmp_path):
+    with pytest.raises(ConfigError, match="not an lbr model directory"):
+        LBRModel.load(tmp_path)
