@@ -25,7 +25,7 @@ FILE_NAME = "chemical identifiers pubchem large.tsv"
 # Long IUPAC names and SMILES would make documents far longer than ~100 tokens.
 MAX_IUPAC_CHARS = 120
 MAX_SMILES_CHARS = 100
-MAX_QUERY_WORDS = 8
+MAX_QUERY_WORDS = 6
 MAX_KNOWLEDGE_SYNONYMS = 10
 # Catalogue numbers ("stk366316"), CAS-like strings, registry annotations ("(9ci)") and
 # UUIDs are identifiers, not names a person would search with.
@@ -68,13 +68,20 @@ def read_compounds(path: Path) -> list[Compound]:
     return compounds
 
 
-def is_query_name(name: str) -> bool:
-    """A synonym that reads like a name someone would search for."""
+def is_name(name: str) -> bool:
+    """A synonym that reads like a name rather than an identifier."""
     return (
         has_letters(name)
         and len(name.split()) <= MAX_QUERY_WORDS
         and not _NOT_A_NAME.search(name.lower())
     )
+
+
+def is_query_name(name: str) -> bool:
+    """A name usable as a query: trivial names only (no digits), so the query cannot be
+    matched by parsing locants of a systematic name: "hypogallic acid", not "2,3-dihydroxy…".
+    """
+    return is_name(name) and not any(ch.isdigit() for ch in name)
 
 
 def _record_text(compound: Compound) -> str:
@@ -119,7 +126,7 @@ def load_source() -> DomainSource:
             names = [
                 name
                 for name in dict.fromkeys(compound.names)
-                if is_query_name(name) and normalize(name) not in exclude
+                if is_name(name) and normalize(name) not in exclude
             ][:MAX_KNOWLEDGE_SYNONYMS]
             head = f"{names[0]} is {compound.iupac}." if names else f"{compound.iupac}."
             text = f"{head} {_record_text(compound)}"
@@ -139,8 +146,9 @@ def load_source() -> DomainSource:
             "document": f"title = IUPAC name; text = formula, SMILES, CAS number and molecular "
             f"weight. Compounds with an IUPAC name over {MAX_IUPAC_CHARS} characters or a "
             f"SMILES over {MAX_SMILES_CHARS} are skipped. Id = PubChem CID.",
-            "query": "the common name or a synonym that reads like a name (catalogue numbers, "
-            "CAS-like strings, registry annotations and the IUPAC name itself are dropped).",
+            "query": f"the common name or a synonym that reads like a trivial name: no digit, "
+            f"at most {MAX_QUERY_WORDS} words (catalogue numbers, CAS-like strings, registry "
+            "annotations, systematic names with locants and the IUPAC name are dropped).",
             "negatives": "train compounds with the same molecular formula (isomers), then with "
             "the same set of elements.",
             "knowledge": f"every compound of the table: up to {MAX_KNOWLEDGE_SYNONYMS} names, "
