@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from lbr.config import Stage1Config, Stage2Config, TrainConfig
+from lbr.errors import ConfigError
+from lbr.modeling import LBRModel
+from lbr.training import TrainingError, learn, represent
+from lbr.training import trainer as trainer_module
+from lbr.training.checkpoint import complete_checkpoints
+
+
+def _snapshot(model: LBRModel) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.trainable_parameters().items()}
+
+
+def _train_config(output, **overrides) -> TrainConfig:
+    values = {"output": str(output), "batch_size": 4, "max_steps": 3, "learning_rate": 1e-2, "save_steps": 0,
+              "warmup_ratio": 0.0, "seed": 5}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("extra", [{}, {"projector": "linear", "rate_beta": 0.01}, {"tuning": "full"}])
+def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp_path, monkeypatch, extra):
+    config = dataclasses.replace(model_config, **extra)
+    before = _snapshot(LBRModel.build(config, seed=5))  # the same init learn() builds
+    model = learn(config, Stage1Config(corpus=str(corpus_file), segment_length=8, target="both"),
+                  _train_config(tmp_path / "s1"), show_progress=False)
+    after = _snapshot(model)
+    assert before.keys() == after.keys() and "bottleneck" in after
+    unchanged = [name for name in before if torch.equal(before[name], after[name])]
+    assert not unchanged, f"parameters that did not train: {unchanged}"
+    log = [json.loads(line) for line in (tmp_path / "s1" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3]
+    assert {"loss", "know", "ib", "ib_reconstruct", "ib_continue", "lr", "tokens_per_s"} <= set(log[0])
+
+
+def test_stage2_from_stage1_changes_every_trainable_parameter(model_config, corpus_file, pairs_file, tmp_path):
+    learn(model_config, Stage1Config(corpus=str(corpus_file), segment_length=8), _train_config(tmp_path / "s1"),
+          show_progress=False)
+    start = LBRModel.load(tmp_path / "s1", trainable=True)
+    before = _snapshot(start)
+    model = represent(dataclasses.replace(model_config, model=str(tmp_path / "s1")),
+                      Stage2Config(pairs=str(pairs_file), query_instruction="Query: "),
+                      _train_config(tmp_path / "s2"), show_progress=False)
+    after = _snapshot(model)
+    assert before.keys() == after.keys()
+    assert not [name for name in before if torch.equal(before[name], after[name])]
+    saved = json.loads((tmp_path / "s2" / "lbr_config.json").read_text())
+    assert [stage["stage"] for stage in saved["stages"]] == ["stage1", "stage2"]
+    assert saved["query_instruction"] == "Query: "
+    assert not (tmp_path / "s2" / "checkpoints").exists()
+
+
+def test_stage2_refuses_an_architecture_change(model_config, corpus_file, pairs_file, tmp_path):
+    learn(model_config, Stage1Config(corpus=str(corpus_file)), _train_config(tmp_path / "s1", max_steps=1),
+          show_progress=False)
+    changed = dataclasses.replace(model_config, model=str(tmp_path / "s1"), num_bottleneck_tokens=5)
+    with pytest.raises(ConfigError, match="num_bottleneck_tokens"):
+        represent(changed, Stage2Config(pairs=str(pairs_file)), _train_config(tmp_path / "s2"),
+                  explicit={"num_bottleneck_tokens"}, show_progress=False)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_identical_weights(model_config, corpus_file, tmp_path, monkeypatch):
+    stage1 = Stage1Config(corpus=str(corpus_file), segment_length=8, target="continue")
+    full = learn(model_config, stage1, _train_config(tmp_path / "full", max_steps=6, save_steps=2),
+                 show_progress=False)
+    expected = _snapshot(full)
+
+    # Interrupt the second run during step 5 (after the step-4 checkpoint).
+    original = trainer_module.Trainer.micro_batch_indices
+    calls = {"n": 0}
+
+    def dying(self, micro_index):
+        calls["n"] += 1
+        if micro_index == 4:
+            raise _Killed()
+        return original(self, micro_index)
+
+    monkeypatch.setattr(trainer_module.Trainer, "micro_batch_indices", dying)
+    with pytest.raises(_Killed):
+        learn(model_config, stage1, _train_config(tmp_path / "cut", max_steps=6, save_steps=2), show_progress=False)
+    monkeypatch.setattr(trainer_module.Trainer, "micro_batch_indices", original)
+    assert [p.name for p in complete_checkpoints(tmp_path / "cut")] == ["step-000002", "step-000004"]
+    # A half-written checkpoint left by a kill is ignored.
+    (tmp_path / "cut" / "checkpoints" / "step-000006.tmp").mkdir()
+    resumed = learn(model_config, stage1, _train_config(tmp_path / "cut", max_steps=6, save_steps=2), resume=True,
+                    show_progress=False)
+    got = _snapshot(resumed)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_changed_settings_is_refused(model_config, corpus_file, tmp_path, monkeypatch):
+    stage1 = Stage1Config(corpus=str(corpus_file), segment_length=8)
+
+    def dying(self, micro_index):
+        raise _Killed()
+
+    original = trainer_module.Trainer.micro_batch_indices
+    monkeypatch.setattr(trainer_module.Trainer, "micro_batch_indices",
+                        lambda self, i: dying(self, i) if i == 2 else original(self, i))
+    with pytest.raises(_Killed):
+        learn(model_config, stage1, _train_config(tmp_path / "run", save_steps=1), show_progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"batch_size: 4 -> 2"):
+        learn(model_config, stage1, _train_config(tmp_path / "run", save_steps=1, batch_size=2), resume=True,
+              show_progress=False)
+
+
+def test_output_directory_is_never_silently_overwritten(model_config, corpus_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        learn(model_config, Stage1Config(corpus=str(corpus_file)), _train_config(out, max_steps=1), show_progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_non_finite_loss_stops_without_saving(model_config, corpus_file, tmp_path, monkeypatch):
+    from lbr.losses import Stage1Loss
+
+    original = Stage1Loss.forward
+
+    def poisoned(self, batch):
+        terms = original(self, batch)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(Stage1Loss, "forward", poisoned)
+    with pytest.raises(TrainingError, match="non-finite loss at step 1"):
+        learn(model_config, Stage1Config(corpus=str(corpus_file)), _train_config(tmp_path / "nan"), show_progress=False)
+    assert not (tmp_path / "nan" / "lbr_config.json").exists()
