@@ -256,12 +256,16 @@ def _qrels_from_rows(
             ) from None
         if queries is not None and query_id not in queries:
             raise InputError(
-                label, f"unknown query id {query_id!r} (not in queries)", line=line,
+                label,
+                f"unknown query id {query_id!r} (not in queries)",
+                line=line,
                 field="query-id",
             )
         if corpus is not None and doc_id not in corpus:
             raise InputError(
-                label, f"unknown document id {doc_id!r} (not in corpus)", line=line,
+                label,
+                f"unknown document id {doc_id!r} (not in corpus)",
+                line=line,
                 field="corpus-id",
             )
         previous = qrels.setdefault(query_id, {}).get(doc_id)
@@ -285,14 +289,17 @@ def _check_id(
     path: str | Path, line: int, raw: Any, first_line: dict[str, int], field: str = "_id"
 ) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise InputError(path, f"expected str or int, got {type(raw).__name__}", line=line,
-                         field=field)
+        raise InputError(
+            path, f"expected str or int, got {type(raw).__name__}", line=line, field=field
+        )
     value = str(raw).strip()
     if not value:
         raise InputError(path, "empty id", line=line, field=field)
     if value in first_line:
         raise InputError(
-            path, f"duplicate id {value!r} (first seen on line {first_line[value]})", line=line,
+            path,
+            f"duplicate id {value!r} (first seen on line {first_line[value]})",
+            line=line,
             field=field,
         )
     first_line[value] = line

@@ -60,8 +60,9 @@ class BM25Retriever:
         texts = [format_document(corpus[d]["title"], corpus[d]["text"]) for d in doc_ids]
         progress = self.show_progress_bar
         model = bm25s.BM25(k1=self.k1, b=self.b)
-        model.index(bm25s.tokenize(texts, stopwords="en", show_progress=progress),
-                    show_progress=progress)
+        model.index(
+            bm25s.tokenize(texts, stopwords="en", show_progress=progress), show_progress=progress
+        )
         query_tokens = bm25s.tokenize(
             [queries[q] for q in query_ids], stopwords="en", show_progress=progress
         )
@@ -72,7 +73,7 @@ class BM25Retriever:
             # Zero scores mean no term in common: not retrieved, so not ranked.
             run[query_id] = {
                 doc_ids[int(j)]: float(s)
-                for j, s in zip(indices[row], scores[row])
+                for j, s in zip(indices[row], scores[row], strict=True)
                 if s > 0
             }
         return run
@@ -163,9 +164,7 @@ def load_minilm(device: str = "cpu") -> SentenceTransformerEncoder:
     )
 
 
-def load_retriever(
-    spec: str, *, batch_size: int = 32, show_progress_bar: bool = True
-) -> Retriever:
+def load_retriever(spec: str, *, batch_size: int = 32, show_progress_bar: bool = True) -> Retriever:
     """Build the retriever named by ``spec``.
 
     Args:

@@ -26,9 +26,7 @@ def rank(scores: Mapping[str, float], k: int | None = None) -> list[str]:
 
 def ndcg_at_k(ranked: list[str], relevance: Mapping[str, int], k: int) -> float:
     """nDCG@k of one ranked list (linear gain, as trec_eval's ``ndcg_cut``)."""
-    dcg = sum(
-        max(relevance.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k])
-    )
+    dcg = sum(max(relevance.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
     ideal = sorted((r for r in relevance.values() if r > 0), reverse=True)[:k]
     idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0

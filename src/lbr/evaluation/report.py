@@ -62,9 +62,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 
 def format_markdown_row(result: dict[str, Any], domain: str) -> str:
     """One row of docs/BENCHMARKS.md's table."""
-    values = " | ".join(
-        f"{100 * result['metrics'][name]:.2f}" for name, _, _ in DEFAULT_METRICS
-    )
+    values = " | ".join(f"{100 * result['metrics'][name]:.2f}" for name, _, _ in DEFAULT_METRICS)
     return f"| {domain} | {result['model']} | {values} | {result['num_queries']} |"
 
 

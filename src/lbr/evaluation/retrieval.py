@@ -56,7 +56,9 @@ def dense_search(
     else:
         scores, indices = _exact_topk(q_emb, d_emb, top_k, batch_size)
     return {
-        query_id: {doc_ids[j]: float(s) for j, s in zip(indices[i], scores[i]) if j >= 0}
+        query_id: {
+            doc_ids[j]: float(s) for j, s in zip(indices[i], scores[i], strict=True) if j >= 0
+        }
         for i, query_id in enumerate(query_ids)
     }
 

