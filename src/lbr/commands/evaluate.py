@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     corpus, queries, qrels = load_beir(args.data, args.split)
     show_progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
     retriever = load_retriever(
-        args.model, batch_size=args.batch_size, show_progress_bar=show_progress
+        args.model, batch_size=args.batch_size, show_progress_bar=show_progress, seed=args.seed
     )
     start = time.perf_counter()
     results_run = retriever.retrieve(corpus, queries, top_k=RETRIEVAL_DEPTH)

@@ -164,12 +164,15 @@ def load_minilm(device: str = "cpu") -> SentenceTransformerEncoder:
     )
 
 
-def load_retriever(spec: str, *, batch_size: int = 32, show_progress_bar: bool = True) -> Retriever:
+def load_retriever(
+    spec: str, *, batch_size: int = 32, show_progress_bar: bool = True, seed: int = 0
+) -> Retriever:
     """Build the retriever named by ``spec``.
 
     Args:
         spec: ``bm25``, ``minilm``, ``base`` (the untrained LLM with bottleneck pooling) or the
             directory of a trained LBR model.
+        seed: seeds the untrained parts of ``base`` (the new bottleneck-token embeddings).
     """
     if spec == "bm25":
         return BM25Retriever(show_progress_bar=show_progress_bar)
@@ -179,7 +182,7 @@ def load_retriever(spec: str, *, batch_size: int = 32, show_progress_bar: bool =
         from lbr.config import ModelConfig
         from lbr.modeling import LBRModel
 
-        encoder = LBRModel.build(ModelConfig(model=BASE_MODEL_ALIAS))
+        encoder = LBRModel.build(ModelConfig(model=BASE_MODEL_ALIAS), seed=seed)
     else:
         path = Path(spec)
         if not path.is_dir():
