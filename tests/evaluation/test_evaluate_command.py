@@ -118,3 +118,21 @@ def test_minilm_loads_offline_from_its_package() -> None:
     emb = encoder.encode_document(["aspirin: pain reliever", "caffeine"], show_progress_bar=False)
     assert emb.shape == (2, 384) and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_base_builds_the_untrained_default_model(
+    beir_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lbr.modeling
+
+    built = []
+
+    class FakeLBRModel:
+        @staticmethod
+        def build(config, seed=None):
+            built.append((config.model, seed))
+            return FakeEncoder()
+
+    monkeypatch.setattr(lbr.modeling, "LBRModel", FakeLBRModel, raising=False)
+    assert run(["--model", "base", "--data", str(beir_dir), "--seed", "7"]) == 0
+    assert built == [("smollm2", 7)]
