@@ -8,22 +8,71 @@ import pytest
 from lbr.cli import main
 from lbr.modeling import LBRModel
 
-SMALL = ["--num-bottleneck-tokens", "3", "--lora-r", "4", "--batch-size", "4", "--max-steps", "2",
-         "--no-progress", "--save-steps", "1"]
+SMALL = [
+    "--num-bottleneck-tokens",
+    "3",
+    "--lora-r",
+    "4",
+    "--batch-size",
+    "4",
+    "--max-steps",
+    "2",
+    "--no-progress",
+    "--save-steps",
+    "1",
+]
 
 
 def test_learn_represent_encode_through_main(tiny_model_dir, corpus_file, pairs_file, tmp_path, capsys):
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    assert main(["learn", "--model", str(tiny_model_dir), "--corpus", str(corpus_file), "--output", str(s1),
-                 "--target", "both", "--lambda", "0.5", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "learn",
+                "--model",
+                str(tiny_model_dir),
+                "--corpus",
+                str(corpus_file),
+                "--output",
+                str(s1),
+                "--target",
+                "both",
+                "--lambda",
+                "0.5",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     assert (s1 / "lbr_config.json").exists() and (s1 / "adapter_model.safetensors").exists()
     saved = json.loads((s1 / "lbr_config.json").read_text())
     assert saved["stages"][0]["ib_weight"] == 0.5 and saved["stages"][0]["target"] == "both"
-    assert main(["represent", "--model", str(s1), "--pairs", str(pairs_file), "--output", str(s2), "--mu", "0.2",
-                 "--query-instruction", "Q: ", *SMALL]) == 0
+    assert (
+        main(
+            [
+                "represent",
+                "--model",
+                str(s1),
+                "--pairs",
+                str(pairs_file),
+                "--output",
+                str(s2),
+                "--mu",
+                "0.2",
+                "--query-instruction",
+                "Q: ",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     texts = tmp_path / "docs.jsonl"
-    texts.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
-                             for i, t in enumerate(["heart defect", "benzoic acid", "return value"])))
+    texts.write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+            for i, t in enumerate(["heart defect", "benzoic acid", "return value"])
+        )
+    )
     out = tmp_path / "emb.npy"
     assert main(["encode", "--model", str(s2), "--input", str(texts), "--output", str(out), "--no-progress"]) == 0
     embeddings = np.load(out)
@@ -33,10 +82,26 @@ def test_learn_represent_encode_through_main(tiny_model_dir, corpus_file, pairs_
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
     # Queries get the stage-2 instruction.
     qout = tmp_path / "q.npy"
-    assert main(["encode", "--model", str(s2), "--input", str(texts), "--output", str(qout), "--kind", "query",
-                 "--no-progress"]) == 0
-    np.testing.assert_allclose(np.load(qout), LBRModel.load(s2).encode(["Q: heart defect", "Q: benzoic acid",
-                                                                          "Q: return value"]), atol=1e-5)
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                str(s2),
+                "--input",
+                str(texts),
+                "--output",
+                str(qout),
+                "--kind",
+                "query",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(
+        np.load(qout), LBRModel.load(s2).encode(["Q: heart defect", "Q: benzoic acid", "Q: return value"]), atol=1e-5
+    )
     # encode never overwrites silently.
     assert main(["encode", "--model", str(s2), "--input", str(texts), "--output", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -44,8 +109,10 @@ def test_learn_represent_encode_through_main(tiny_model_dir, corpus_file, pairs_
 
 def test_config_file_with_flags_on_top(tiny_model_dir, corpus_file, tmp_path):
     config = tmp_path / "s1.yaml"
-    config.write_text(f"model: {tiny_model_dir}\ncorpus: {corpus_file}\nnum_bottleneck_tokens: 2\n"
-                      "lora_r: 4\nib_weight: 0.3\nmax_steps: 1\nbatch_size: 4\n")
+    config.write_text(
+        f"model: {tiny_model_dir}\ncorpus: {corpus_file}\nnum_bottleneck_tokens: 2\n"
+        "lora_r: 4\nib_weight: 0.3\nmax_steps: 1\nbatch_size: 4\n"
+    )
     out = tmp_path / "s1"
     assert main(["learn", "--config", str(config), "--output", str(out), "--lambda", "0.7", "--no-progress"]) == 0
     saved = json.loads((out / "lbr_config.json").read_text())
@@ -89,13 +156,39 @@ def test_bad_pairs_name_the_field(tiny_model_dir, tmp_path, capsys):
 
 
 def test_missing_paths_are_reported(tiny_model_dir, tmp_path, capsys):
-    assert main(["learn", "--model", str(tiny_model_dir), "--corpus", str(tmp_path / "nope.jsonl"),
-                 "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "learn",
+                "--model",
+                str(tiny_model_dir),
+                "--corpus",
+                str(tmp_path / "nope.jsonl"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "corpus path does not exist" in capsys.readouterr().err
     assert main(["learn", "--model", str(tmp_path / "no-model"), "--corpus", "x", "--output", "o"]) == 2
 
 
 def test_invalid_option_value_is_reported(tiny_model_dir, corpus_file, tmp_path, capsys):
-    assert main(["learn", "--model", str(tiny_model_dir), "--corpus", str(corpus_file), "--output",
-                 str(tmp_path / "o"), "--target", "guess"]) == 2
+    assert (
+        main(
+            [
+                "learn",
+                "--model",
+                str(tiny_model_dir),
+                "--corpus",
+                str(corpus_file),
+                "--output",
+                str(tmp_path / "o"),
+                "--target",
+                "guess",
+            ]
+        )
+        == 2
+    )
     assert "target='guess' is not one of reconstruct, continue, both" in capsys.readouterr().err

@@ -30,12 +30,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
         default = f.default
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
         if f.type in (bool, "bool"):
-            group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                *names, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
-            group.add_argument(*names, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                               metavar=f.name.upper(), help=help_text)
+            group.add_argument(
+                *names, dest=f.name, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text
+            )
 
 
 def build_configs(args: argparse.Namespace, classes: list[type]) -> tuple[list[Any], set[str]]:
@@ -55,7 +57,7 @@ def build_configs(args: argparse.Namespace, classes: list[type]) -> tuple[list[A
         values = {k: v for k, v in file_values.items() if k in names}
         values.update({k: v for k, v in given.items() if k in names})
         configs.append(from_dict(cls, values, source=getattr(args, "config", None) or "flags"))
-    explicit = (set(file_values) | {k for k in given if k in known})
+    explicit = set(file_values) | {k for k in given if k in known}
     return configs, explicit
 
 
@@ -63,8 +65,9 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML/JSON file with any of the options below (flags win)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
-    parser.add_argument("--force-resume", action="store_true",
-                        help="resume even if the settings differ from the saved run")
+    parser.add_argument(
+        "--force-resume", action="store_true", help="resume even if the settings differ from the saved run"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -73,8 +76,16 @@ def run_learn(args: argparse.Namespace) -> int:
 
     (model_config, stage1, train), explicit = build_configs(args, [ModelConfig, Stage1Config, TrainConfig])
     started = time.perf_counter()
-    learn(model_config, stage1, train, resume=args.resume, overwrite=args.overwrite,
-          force_resume=args.force_resume, explicit=explicit, show_progress=not args.no_progress)
+    learn(
+        model_config,
+        stage1,
+        train,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        force_resume=args.force_resume,
+        explicit=explicit,
+        show_progress=not args.no_progress,
+    )
     print(f"stage 1 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
     return 0
 
@@ -84,8 +95,16 @@ def run_represent(args: argparse.Namespace) -> int:
 
     (model_config, stage2, train), explicit = build_configs(args, [ModelConfig, Stage2Config, TrainConfig])
     started = time.perf_counter()
-    represent(model_config, stage2, train, resume=args.resume, overwrite=args.overwrite,
-              force_resume=args.force_resume, explicit=explicit, show_progress=not args.no_progress)
+    represent(
+        model_config,
+        stage2,
+        train,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        force_resume=args.force_resume,
+        explicit=explicit,
+        show_progress=not args.no_progress,
+    )
     print(f"stage 2 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
     return 0
 
@@ -100,12 +119,14 @@ def read_texts(path: Path, *, id_field: str, text_field: str, max_line_bytes: in
     ids, texts = [], []
     if path.suffix == ".jsonl":
         seen: dict[str, int] = {}
-        for line, record in iter_jsonl(path, required={text_field: str}, optional={id_field: (str, int)},
-                                       max_line_bytes=max_line_bytes):
+        for line, record in iter_jsonl(
+            path, required={text_field: str}, optional={id_field: (str, int)}, max_line_bytes=max_line_bytes
+        ):
             record_id = str(record.get(id_field, len(ids)))
             if record_id in seen:
-                raise InputError(path, f"duplicate id {record_id!r} (first on line {seen[record_id]})",
-                                 line=line, field=id_field)
+                raise InputError(
+                    path, f"duplicate id {record_id!r} (first on line {seen[record_id]})", line=line, field=id_field
+                )
             seen[record_id] = line
             ids.append(record_id)
             texts.append(record[text_field])
@@ -136,8 +157,9 @@ def run_encode(args: argparse.Namespace) -> int:
     ids_path = output.with_suffix(".ids.json")
     if not args.overwrite and (output.exists() or ids_path.exists()):
         raise ConfigError(f"{output}: already exists; pass --overwrite to replace it")
-    ids, texts = read_texts(Path(args.input), id_field=args.id_field, text_field=args.text_field,
-                            max_line_bytes=args.max_line_bytes)
+    ids, texts = read_texts(
+        Path(args.input), id_field=args.id_field, text_field=args.text_field, max_line_bytes=args.max_line_bytes
+    )
     model = LBRModel.load(args.model, trust_remote_code=args.trust_remote_code)
     encode = model.encode_query if args.kind == "query" else model.encode_document
     started = time.perf_counter()
@@ -147,8 +169,10 @@ def run_encode(args: argparse.Namespace) -> int:
     np.save(tmp, embeddings.astype(np.float32))
     tmp.replace(output)
     ids_path.write_text(json.dumps(ids), encoding="utf-8")
-    print(f"encoded {len(texts)} texts in {time.perf_counter() - started:.1f} s -> {output} "
-          f"{embeddings.shape}, ids in {ids_path}")
+    print(
+        f"encoded {len(texts)} texts in {time.perf_counter() - started:.1f} s -> {output} "
+        f"{embeddings.shape}, ids in {ids_path}"
+    )
     return 0
 
 
@@ -160,18 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    learn = sub.add_parser("learn", help="stage 1: learn the domain (L_know + lambda * L_IB)",
-                           description="Stage 1: continued training on an unlabeled corpus under an "
-                                       "information bottleneck.")
+    learn = sub.add_parser(
+        "learn",
+        help="stage 1: learn the domain (L_know + lambda * L_IB)",
+        description="Stage 1: continued training on an unlabeled corpus under an information bottleneck.",
+    )
     _common_run_flags(learn)
     add_config_flags(learn, ModelConfig, "model")
     add_config_flags(learn, Stage1Config, "stage 1")
     add_config_flags(learn, TrainConfig, "training")
     learn.set_defaults(func=run_learn)
 
-    represent = sub.add_parser("represent", help="stage 2: contrastive learning (InfoNCE + mu * L_gen)",
-                               description="Stage 2: contrastive training on (query, positive, negatives) "
-                                           "pairs, from a stage-1 directory or a bare LLM (LLM+CL).")
+    represent = sub.add_parser(
+        "represent",
+        help="stage 2: contrastive learning (InfoNCE + mu * L_gen)",
+        description="Stage 2: contrastive training on (query, positive, negatives) "
+        "pairs, from a stage-1 directory or a bare LLM (LLM+CL).",
+    )
     _common_run_flags(represent)
     add_config_flags(represent, ModelConfig, "model")
     add_config_flags(represent, Stage2Config, "stage 2")
@@ -182,8 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--model", required=True, help="an lbr model directory")
     encode.add_argument("--input", required=True, help=".jsonl (id and text fields) or .txt (one text per line)")
     encode.add_argument("--output", required=True, help="embeddings .npy; ids go to the same name with .ids.json")
-    encode.add_argument("--kind", choices=("document", "query"), default="document",
-                        help="encode as documents, or as queries with the model's instruction")
+    encode.add_argument(
+        "--kind",
+        choices=("document", "query"),
+        default="document",
+        help="encode as documents, or as queries with the model's instruction",
+    )
     encode.add_argument("--batch-size", type=int, default=32)
     encode.add_argument("--id-field", default="_id", help="jsonl id field (default: _id; line order if absent)")
     encode.add_argument("--text-field", default="text")
@@ -225,4 +258,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def entrypoint() -> None:
     sys.exit(main())
-

@@ -68,17 +68,22 @@ def test_infonce_masks_duplicate_positives():
     mask = torch.tensor([[False, False, True], [False, False, False]])
     loss = InfoNCELoss(0.1).compute_loss_from_embeddings(q_emb, d_emb, torch.tensor([0, 1]), mask)
     scores = q_emb @ d_emb.T / 0.1
-    expected = (F.cross_entropy(scores[0:1, :2], torch.tensor([0])) + F.cross_entropy(scores[1:2], torch.tensor([1]))) / 2
+    expected = (
+        F.cross_entropy(scores[0:1, :2], torch.tensor([0])) + F.cross_entropy(scores[1:2], torch.tensor([1]))
+    ) / 2
     torch.testing.assert_close(loss, expected)
 
 
 def test_stage2_loss_layout_and_gen_terms(model_config):
     model = LBRModel.build(model_config)
-    pairs = [Pair("heart defect", "abnormal heart of the blood", ("bone",)),
-             Pair("acid", "benzoic acid with water", ()),
-             Pair("tall", "abnormal heart of the blood", ())]  # shares pair 0's positive
-    collate = PairCollator(model, pairs, num_negatives=1, query_instruction="", max_query_length=16,
-                           max_document_length=16)
+    pairs = [
+        Pair("heart defect", "abnormal heart of the blood", ("bone",)),
+        Pair("acid", "benzoic acid with water", ()),
+        Pair("tall", "abnormal heart of the blood", ()),
+    ]  # shares pair 0's positive
+    collate = PairCollator(
+        model, pairs, num_negatives=1, query_instruction="", max_query_length=16, max_document_length=16
+    )
     batch = collate(pairs, torch.Generator().manual_seed(0))
     assert batch["doc_ids"].shape[0] == 6  # 3 positives + 1 negative each
     batch.pop("num_tokens")

@@ -156,3 +156,19 @@ def test_save_then_load_in_a_fresh_process_gives_equal_embeddings(model_config, 
 def test_load_refuses_a_non_lbr_directory(tmp_path):
     with pytest.raises(ConfigError, match="not an lbr model directory"):
         LBRModel.load(tmp_path)
+
+
+def test_length_chunked_passes_equal_one_pass(model_config):
+    model = LBRModel.build(model_config)
+    features = model.tokenize(TEXTS + ["bone", "heart eye ear skin brain kidney liver muscle"])
+    with torch.no_grad():
+        hidden, z = model.encode_hidden(features["input_ids"], features["attention_mask"])
+        hidden_c, z_c = model.encode_hidden(features["input_ids"], features["attention_mask"], token_budget=12)
+        mask = features["attention_mask"].bool()
+        torch.testing.assert_close(hidden_c[mask], hidden[mask], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(z_c, z, atol=1e-5, rtol=1e-5)
+        targets = model.tokenizer(TEXTS, add_special_tokens=False, padding=True, return_tensors="pt")
+        prefix = z[:3]
+        one = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
+        chunked = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"], token_budget=10)
+        torch.testing.assert_close(one, chunked, atol=1e-5, rtol=1e-5)

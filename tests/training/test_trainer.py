@@ -19,8 +19,15 @@ def _snapshot(model: LBRModel) -> dict[str, torch.Tensor]:
 
 
 def _train_config(output, **overrides) -> TrainConfig:
-    values = {"output": str(output), "batch_size": 4, "max_steps": 3, "learning_rate": 1e-2, "save_steps": 0,
-              "warmup_ratio": 0.0, "seed": 5}
+    values = {
+        "output": str(output),
+        "batch_size": 4,
+        "max_steps": 3,
+        "learning_rate": 1e-2,
+        "save_steps": 0,
+        "warmup_ratio": 0.0,
+        "seed": 5,
+    }
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -29,8 +36,12 @@ def _train_config(output, **overrides) -> TrainConfig:
 def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp_path, monkeypatch, extra):
     config = dataclasses.replace(model_config, **extra)
     before = _snapshot(LBRModel.build(config, seed=5))  # the same init learn() builds
-    model = learn(config, Stage1Config(corpus=str(corpus_file), segment_length=8, target="both"),
-                  _train_config(tmp_path / "s1"), show_progress=False)
+    model = learn(
+        config,
+        Stage1Config(corpus=str(corpus_file), segment_length=8, target="both"),
+        _train_config(tmp_path / "s1"),
+        show_progress=False,
+    )
     after = _snapshot(model)
     assert before.keys() == after.keys() and "bottleneck" in after
     unchanged = [name for name in before if torch.equal(before[name], after[name])]
@@ -41,13 +52,20 @@ def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp
 
 
 def test_stage2_from_stage1_changes_every_trainable_parameter(model_config, corpus_file, pairs_file, tmp_path):
-    learn(model_config, Stage1Config(corpus=str(corpus_file), segment_length=8), _train_config(tmp_path / "s1"),
-          show_progress=False)
+    learn(
+        model_config,
+        Stage1Config(corpus=str(corpus_file), segment_length=8),
+        _train_config(tmp_path / "s1"),
+        show_progress=False,
+    )
     start = LBRModel.load(tmp_path / "s1", trainable=True)
     before = _snapshot(start)
-    model = represent(dataclasses.replace(model_config, model=str(tmp_path / "s1")),
-                      Stage2Config(pairs=str(pairs_file), query_instruction="Query: "),
-                      _train_config(tmp_path / "s2"), show_progress=False)
+    model = represent(
+        dataclasses.replace(model_config, model=str(tmp_path / "s1")),
+        Stage2Config(pairs=str(pairs_file), query_instruction="Query: "),
+        _train_config(tmp_path / "s2"),
+        show_progress=False,
+    )
     after = _snapshot(model)
     assert before.keys() == after.keys()
     assert not [name for name in before if torch.equal(before[name], after[name])]
@@ -58,12 +76,21 @@ def test_stage2_from_stage1_changes_every_trainable_parameter(model_config, corp
 
 
 def test_stage2_refuses_an_architecture_change(model_config, corpus_file, pairs_file, tmp_path):
-    learn(model_config, Stage1Config(corpus=str(corpus_file)), _train_config(tmp_path / "s1", max_steps=1),
-          show_progress=False)
+    learn(
+        model_config,
+        Stage1Config(corpus=str(corpus_file)),
+        _train_config(tmp_path / "s1", max_steps=1),
+        show_progress=False,
+    )
     changed = dataclasses.replace(model_config, model=str(tmp_path / "s1"), num_bottleneck_tokens=5)
     with pytest.raises(ConfigError, match="num_bottleneck_tokens"):
-        represent(changed, Stage2Config(pairs=str(pairs_file)), _train_config(tmp_path / "s2"),
-                  explicit={"num_bottleneck_tokens"}, show_progress=False)
+        represent(
+            changed,
+            Stage2Config(pairs=str(pairs_file)),
+            _train_config(tmp_path / "s2"),
+            explicit={"num_bottleneck_tokens"},
+            show_progress=False,
+        )
 
 
 class _Killed(Exception):
@@ -72,8 +99,7 @@ class _Killed(Exception):
 
 def test_resume_after_an_interruption_gives_identical_weights(model_config, corpus_file, tmp_path, monkeypatch):
     stage1 = Stage1Config(corpus=str(corpus_file), segment_length=8, target="continue")
-    full = learn(model_config, stage1, _train_config(tmp_path / "full", max_steps=6, save_steps=2),
-                 show_progress=False)
+    full = learn(model_config, stage1, _train_config(tmp_path / "full", max_steps=6, save_steps=2), show_progress=False)
     expected = _snapshot(full)
 
     # Interrupt the second run during step 5 (after the step-4 checkpoint).
@@ -93,8 +119,13 @@ def test_resume_after_an_interruption_gives_identical_weights(model_config, corp
     assert [p.name for p in complete_checkpoints(tmp_path / "cut")] == ["step-000002", "step-000004"]
     # A half-written checkpoint left by a kill is ignored.
     (tmp_path / "cut" / "checkpoints" / "step-000006.tmp").mkdir()
-    resumed = learn(model_config, stage1, _train_config(tmp_path / "cut", max_steps=6, save_steps=2), resume=True,
-                    show_progress=False)
+    resumed = learn(
+        model_config,
+        stage1,
+        _train_config(tmp_path / "cut", max_steps=6, save_steps=2),
+        resume=True,
+        show_progress=False,
+    )
     got = _snapshot(resumed)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
@@ -109,14 +140,20 @@ def test_resume_with_changed_settings_is_refused(model_config, corpus_file, tmp_
         raise _Killed()
 
     original = trainer_module.Trainer.micro_batch_indices
-    monkeypatch.setattr(trainer_module.Trainer, "micro_batch_indices",
-                        lambda self, i: dying(self, i) if i == 2 else original(self, i))
+    monkeypatch.setattr(
+        trainer_module.Trainer, "micro_batch_indices", lambda self, i: dying(self, i) if i == 2 else original(self, i)
+    )
     with pytest.raises(_Killed):
         learn(model_config, stage1, _train_config(tmp_path / "run", save_steps=1), show_progress=False)
     monkeypatch.undo()
     with pytest.raises(ConfigError, match=r"batch_size: 4 -> 2"):
-        learn(model_config, stage1, _train_config(tmp_path / "run", save_steps=1, batch_size=2), resume=True,
-              show_progress=False)
+        learn(
+            model_config,
+            stage1,
+            _train_config(tmp_path / "run", save_steps=1, batch_size=2),
+            resume=True,
+            show_progress=False,
+        )
 
 
 def test_output_directory_is_never_silently_overwritten(model_config, corpus_file, tmp_path):

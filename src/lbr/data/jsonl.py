@@ -45,8 +45,7 @@ def iter_jsonl(
             if len(raw) > max_line_bytes:
                 raise InputError(
                     path,
-                    f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,} "
-                    "(raise it with --max-line-bytes)",
+                    f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,} (raise it with --max-line-bytes)",
                     line=line_number,
                 )
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -54,9 +53,7 @@ def iter_jsonl(
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise InputError(
-                    path, f"invalid UTF-8 at byte {err.start}", line=line_number
-                ) from None
+                raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line_number) from None
             if not text.strip():
                 continue
             try:
@@ -88,9 +85,7 @@ def iter_jsonl(
 def _check_type(path: Path, line: int, field: str, value: Any, types: Any) -> None:
     if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
         names = " or ".join(t.__name__ for t in _as_tuple(types))
-        raise InputError(
-            path, f"expected {names}, got {type(value).__name__}", line=line, field=field
-        )
+        raise InputError(path, f"expected {names}, got {type(value).__name__}", line=line, field=field)
 
 
 def _as_tuple(types: Any) -> tuple[type, ...]:

@@ -36,7 +36,9 @@ def read_pairs(path: str | Path, *, max_line_bytes: int = 1_000_000) -> list[Pai
         negatives = record.get("negatives") or []
         for index, negative in enumerate(negatives):
             if not isinstance(negative, str):
-                raise InputError(path, f"expected str, got {type(negative).__name__}", line=line, field=f"negatives[{index}]")
+                raise InputError(
+                    path, f"expected str, got {type(negative).__name__}", line=line, field=f"negatives[{index}]"
+                )
         pairs.append(Pair(record["query"], record["positive"], tuple(n for n in negatives if n.strip())))
     return pairs
 
@@ -53,8 +55,16 @@ class PairCollator:
     every process holds the same number of documents (needed to gather them under DDP).
     """
 
-    def __init__(self, model: Any, pairs: list[Pair], *, num_negatives: int, query_instruction: str,
-                 max_query_length: int, max_document_length: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        pairs: list[Pair],
+        *,
+        num_negatives: int,
+        query_instruction: str,
+        max_query_length: int,
+        max_document_length: int,
+    ) -> None:
         self.model = model
         self.pool = [pair.positive for pair in pairs]
         self.num_negatives = num_negatives
@@ -75,7 +85,9 @@ class PairCollator:
         query_features = self.model.tokenize([self.query_instruction + p.query for p in pairs], self.max_query_length)
         doc_features = self.model.tokenize(documents, self.max_document_length)
         positive_tokens = self.model.tokenizer(
-            [pair.positive for pair in pairs], truncation=True, max_length=self.max_document_length,
+            [pair.positive for pair in pairs],
+            truncation=True,
+            max_length=self.max_document_length,
             add_special_tokens=False,
         )["input_ids"]
         target_ids, target_mask = pad_tokens(positive_tokens, self.model.tokenizer.pad_token_id)

@@ -66,16 +66,18 @@ class Stage2Loss(nn.Module):
     ``[positives (B) ; negatives (B * n)]``, and a text hash per document.
     """
 
-    def __init__(self, model: LBRModel, config: Stage2Config) -> None:
+    def __init__(self, model: LBRModel, config: Stage2Config, *, token_budget: int = 0) -> None:
         super().__init__()
         self.model = model
         self.config = config
+        self.token_budget = token_budget
         self.infonce = InfoNCELoss(config.temperature)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         model, config = self.model, self.config
-        _, z_q = model.encode_hidden(batch["query_ids"], batch["query_mask"])  # (B, k, d)
-        _, z_d = model.encode_hidden(batch["doc_ids"], batch["doc_mask"])  # (B + B*n, k, d)
+        budget = self.token_budget
+        _, z_q = model.encode_hidden(batch["query_ids"], batch["query_mask"], token_budget=budget)  # (B, k, d)
+        _, z_d = model.encode_hidden(batch["doc_ids"], batch["doc_mask"], token_budget=budget)  # (B + B*n, k, d)
         q_emb, d_emb = model.pool(z_q), model.pool(z_d)
         local_docs = d_emb.shape[0]
         all_docs = gather_across_processes(d_emb)
@@ -92,11 +94,11 @@ class Stage2Loss(nn.Module):
             targets = (batch["positive_target_ids"], batch["positive_target_mask"])
             if config.gen_target in ("query", "both"):
                 prefix, _ = model.prefix(z_q)
-                terms["gen_query"] = model.decoder_loss(prefix, *targets)
+                terms["gen_query"] = model.decoder_loss(prefix, *targets, token_budget=budget)
                 parts.append(terms["gen_query"])
             if config.gen_target in ("document", "both"):
                 prefix, _ = model.prefix(z_d[:batch_size])
-                terms["gen_document"] = model.decoder_loss(prefix, *targets)
+                terms["gen_document"] = model.decoder_loss(prefix, *targets, token_budget=budget)
                 parts.append(terms["gen_document"])
             terms["gen"] = torch.stack(parts).mean()
             loss = loss + config.gen_weight * terms["gen"]

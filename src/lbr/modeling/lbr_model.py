@@ -231,9 +231,9 @@ class LBRModel(nn.Module):
             text_mask: (B, T) True on the tokens of x (where L_know applies).
         """
         max_length = max_length or self.config.max_length
-        encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=max_length, add_special_tokens=True
-        )["input_ids"]
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)[
+            "input_ids"
+        ]
         return self.pad_with_bottleneck(encoded)
 
     def pad_with_bottleneck(self, token_lists: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -272,17 +272,25 @@ class LBRModel(nn.Module):
         return self.causal_lm.get_output_embeddings()(hidden)
 
     def encode_hidden(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, token_budget: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over ``[x ; bottleneck]``.
 
+        Args:
+            token_budget: if > 0, rows are sorted by length and run in chunks of at most this
+                many (padded) tokens, each trimmed to its own longest row. Same result, much
+                less compute spent on padding when lengths vary.
         Returns:
-            hidden: (B, T, d) final hidden states of every position.
+            hidden: (B, T, d) final hidden states (zero on padding trimmed away).
             z: (B, k, d) the hidden states at the bottleneck positions.
         """
-        hidden = self.hidden_states(self.embed_inputs(input_ids), attention_mask)
-        # Right padding: row i's bottleneck occupies positions len_i - k .. len_i - 1.
         lengths = attention_mask.sum(dim=1)  # (B,)
+        hidden = torch.zeros(*input_ids.shape, self.hidden_size, device=input_ids.device, dtype=self.bottleneck.dtype)
+        for rows in length_chunks(lengths, token_budget):
+            width = int(lengths[rows].max())
+            chunk = self.hidden_states(self.embed_inputs(input_ids[rows, :width]), attention_mask[rows, :width])
+            hidden = hidden.index_copy(0, rows, F.pad(chunk, (0, 0, 0, input_ids.shape[1] - width)))
+        # Right padding: row i's bottleneck occupies positions len_i - k .. len_i - 1.
         positions = lengths.unsqueeze(1) - self.k + torch.arange(self.k, device=hidden.device)
         z = hidden[torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1), positions]
         return hidden, z
@@ -308,7 +316,7 @@ class LBRModel(nn.Module):
         return mu, kl
 
     def decoder_loss(
-        self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor
+        self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, *, token_budget: int = 0
     ) -> torch.Tensor:
         """-log p(y | P(z)): the decoder sees only the prefix, then teacher-forced y.
 
@@ -316,23 +324,35 @@ class LBRModel(nn.Module):
             prefix: (B, k, d) prefix input embeddings P(z).
             target_ids: (B, m) tokens of y, right-padded.
             target_mask: (B, m) 1 on real tokens of y.
+            token_budget: run length-sorted chunks of at most this many tokens (0: one pass).
         Returns:
             mean cross-entropy over the real tokens of y (0 if there are none).
         """
         if self.config.decoder == "frozen":
             with self.backbone.disable_adapter():
-                return self._decoder_loss(prefix, target_ids, target_mask)
-        return self._decoder_loss(prefix, target_ids, target_mask)
+                return self._decoder_loss(prefix, target_ids, target_mask, token_budget)
+        return self._decoder_loss(prefix, target_ids, target_mask, token_budget)
 
-    def _decoder_loss(self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    def _decoder_loss(
+        self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, token_budget: int = 0
+    ) -> torch.Tensor:
         batch, k = prefix.shape[0], prefix.shape[1]
-        inputs = torch.cat([prefix, self.input_embeddings(target_ids)], dim=1)  # (B, k+m, d)
-        mask = torch.cat([torch.ones(batch, k, dtype=target_mask.dtype, device=prefix.device), target_mask], dim=1)
-        hidden = self.hidden_states(inputs, mask)
-        # Position k-1+j predicts y_j; the last position predicts nothing.
-        logits = self.lm_logits(hidden[:, k - 1 : -1])  # (B, m, V)
-        labels = target_ids.masked_fill(target_mask == 0, IGNORE_INDEX)
-        return masked_cross_entropy(logits, labels)
+        lengths = target_mask.sum(dim=1)
+        total, count = prefix.new_zeros(()), 0
+        for rows in length_chunks(lengths + k, token_budget):
+            width = int(lengths[rows].max())
+            if width == 0:
+                continue
+            ids, mask = target_ids[rows, :width], target_mask[rows, :width]
+            inputs = torch.cat([prefix[rows], self.input_embeddings(ids)], dim=1)  # (b, k+m, d)
+            full_mask = torch.cat([torch.ones(len(rows), k, dtype=mask.dtype, device=mask.device), mask], dim=1)
+            hidden = self.hidden_states(inputs, full_mask)
+            # Position k-1+j predicts y_j; logits only where a real target token exists.
+            predicting = hidden[:, k - 1 : -1][mask.bool()]  # (n, d)
+            logits = self.lm_logits(predicting)
+            total = total + F.cross_entropy(logits.float(), ids[mask.bool()], reduction="sum")
+            count += int(mask.sum())
+        return total / max(count, 1)
 
     # ------------------------------------------------------------------ encode API
     @torch.inference_mode()
@@ -366,14 +386,10 @@ class LBRModel(nn.Module):
         if show_progress_bar is None:
             show_progress_bar = len(texts) > 4 * batch_size
         chunks = []
-        for start in tqdm(
-            range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar, unit="batch"
-        ):
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar, unit="batch"):
             batch_texts = [texts[i] for i in order[start : start + batch_size]]
             features = self.tokenize(batch_texts, max_length)
-            _, z = self.encode_hidden(
-                features["input_ids"].to(self.device), features["attention_mask"].to(self.device)
-            )
+            _, z = self.encode_hidden(features["input_ids"].to(self.device), features["attention_mask"].to(self.device))
             chunks.append(self.pool(z, normalize=normalize_embeddings).float().cpu())
         self.train(was_training)
         if not chunks:
@@ -399,6 +415,23 @@ class LBRModel(nn.Module):
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+
+def length_chunks(lengths: torch.Tensor, token_budget: int) -> list[torch.Tensor]:
+    """Row indices grouped so each group, padded to its longest row, fits ``token_budget``.
+
+    Rows are taken longest first; with ``token_budget <= 0`` all rows form one group.
+    """
+    if token_budget <= 0 or lengths.numel() <= 1:
+        return [torch.arange(lengths.numel(), device=lengths.device)]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    chunks, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, token_budget // longest)
+        chunks.append(order[start : start + size])
+        start += size
+    return chunks
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

