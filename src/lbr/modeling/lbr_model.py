@@ -31,7 +31,6 @@ from lbr.modeling.loading import check_no_custom_code, load_causal_lm
 LBR_CONFIG_NAME = "lbr_config.json"
 LBR_MODULES_NAME = "lbr_modules.safetensors"
 FORMAT_VERSION = 1
-IGNORE_INDEX = -100
 
 
 def bottleneck_token_names(k: int) -> list[str]:
@@ -432,14 +431,6 @@ def length_chunks(lengths: torch.Tensor, token_budget: int) -> list[torch.Tensor
         chunks.append(order[start : start + size])
         start += size
     return chunks
-
-
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy ignoring IGNORE_INDEX; 0 (with a graph) when nothing counts."""
-    flat_labels = labels.reshape(-1)
-    if not bool((flat_labels != IGNORE_INDEX).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat_labels, ignore_index=IGNORE_INDEX)
 
 
 def add_bottleneck_tokens(causal_lm: nn.Module, tokenizer: Any, k: int, *, tokenizer_has_tokens: bool = False) -> None:
