@@ -335,7 +335,7 @@ class LBRModel(nn.Module):
     def _decoder_loss(
         self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, token_budget: int = 0
     ) -> torch.Tensor:
-        batch, k = prefix.shape[0], prefix.shape[1]
+        k = prefix.shape[1]
         lengths = target_mask.sum(dim=1)
         total, count = prefix.new_zeros(()), 0
         for rows in length_chunks(lengths + k, token_budget):
