@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.set_defaults(func=run_encode)
 
     # Subcommands living in their own modules register themselves.
-    for name in ("data", "evaluate", "demo"):
+    for name in ("data", "evaluate", "demo", "index"):
         try:
             module = importlib.import_module(f"lbr.commands.{name}")
         except ModuleNotFoundError as err:

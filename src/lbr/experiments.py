@@ -1,0 +1,462 @@
+"""The LBR-vs-baselines experiment behind ``lbr demo`` and ``lbr benchmark``.
+
+An experiment is a grid of cells (domain x knowledge setting x method x seed). Each method is
+the same code path with other settings (METHOD.md, "Baselines and ablations"):
+
+| method          | stage 1                  | stage 2                    |
+|-----------------|--------------------------|----------------------------|
+| base            | none                     | none                       |
+| llm_cl          | none                     | mu = 0                     |
+| llm_cl_matched  | none                     | mu = 0, as many tokens as LBR's two stages |
+| clm_cl          | lambda = 0               | mu = 0                     |
+| lbr_norefine    | lambda > 0               | mu = 0                     |
+| lbr_unsup       | lambda > 0               | none                       |
+| lbr             | lambda > 0               | mu > 0                     |
+
+plus ``bm25`` and ``minilm``. Stage-1 runs are shared between the methods that start from
+them. Every training run and every result is written to its own directory or JSON file, so
+a stopped experiment resumes: finished cells are kept, a half-trained run continues from its
+last checkpoint.
+
+What each stage sees: stage 1 reads the knowledge records (``knowledge.{open,closed}.jsonl``)
+of the documents in the benchmark corpus; stage 2 reads ``pairs.train.jsonl``; model
+selection may read the dev split; only the final evaluation reads ``qrels/test.tsv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
+from lbr.data.jsonl import iter_jsonl, write_jsonl
+from lbr.errors import ConfigError
+
+DOMAINS = ("medical", "chemistry", "code")
+SETTINGS = ("open", "closed")
+TRAINED_METHODS = ("llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr_unsup", "lbr")
+METHODS = ("bm25", "minilm", "base", *TRAINED_METHODS)
+METHOD_LABELS = {
+    "bm25": "BM25",
+    "minilm": "MiniLM-L6 (off the shelf)",
+    "base": "base (untrained)",
+    "llm_cl": "LLM+CL",
+    "llm_cl_matched": "LLM+CL compute-matched",
+    "clm_cl": "CLM->CL",
+    "lbr_norefine": "LBR w/o refinement",
+    "lbr_unsup": "LBR-unsup",
+    "lbr": "LBR",
+}
+# Which stage-1 run each method starts from (None: the bare LLM) and whether it has a stage 2.
+STAGE1_OF = {"clm_cl": "clm", "lbr_norefine": "ib", "lbr_unsup": "ib", "lbr": "ib"}
+UNTRAINED = ("bm25", "minilm", "base")
+HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
+
+
+@dataclass
+class Budget:
+    """How much data and compute each cell gets."""
+
+    max_docs: int = 2000
+    stage1_steps: int = 120
+    stage2_steps: int = 150
+    stage1_batch_size: int = 16
+    stage2_batch_size: int = 32
+    segment_length: int = 64
+    learning_rate: float = 2e-4
+    encode_batch_size: int = 32
+
+
+BUDGETS = {
+    # About 6 minutes a domain on 2 CPU cores: shows the workflow, not the claim.
+    "demo": Budget(max_docs=300, stage1_steps=12, stage2_steps=12, stage1_batch_size=16, stage2_batch_size=16),
+    # A minute or two: for trying the command.
+    "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
+    "full": Budget(),
+}
+
+
+@dataclass
+class Experiment:
+    """A grid of cells and the settings they share."""
+
+    output: Path
+    domains: tuple[str, ...] = DOMAINS
+    settings: tuple[str, ...] = ("open",)
+    methods: tuple[str, ...] = ("bm25", "minilm", "base", "llm_cl", "lbr")
+    seeds: tuple[int, ...] = (0,)
+    budget: Budget = field(default_factory=Budget)
+    model: str = "smollm2"
+    ib_weight: float = 1.0
+    gen_weight: float = 0.1
+    target: str = "reconstruct"
+    num_bottleneck_tokens: int = 4
+    data_seed: int = 0
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, values, allowed in (
+            ("domain", self.domains, DOMAINS),
+            ("setting", self.settings, SETTINGS),
+            ("method", self.methods, METHODS),
+        ):
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise ConfigError(f"unknown {name}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        if not self.seeds:
+            raise ConfigError("at least one seed is needed")
+
+    # ------------------------------------------------------------------ paths
+    def data_dir(self, domain: str) -> Path:
+        return self.output / "data" / domain
+
+    def run_dir(self, domain: str, setting: str, name: str, seed: int) -> Path:
+        return self.output / "runs" / domain / setting / f"{name}-seed{seed}"
+
+    def result_path(self, domain: str, setting: str, method: str, seed: int) -> Path:
+        # Methods without training do not depend on the setting or the seed: one cell serves all.
+        if method in UNTRAINED:
+            return self.output / "results" / domain / f"{method}.json"
+        return self.output / "results" / domain / setting / f"{method}-seed{seed}.json"
+
+    # ------------------------------------------------------------------ the plan
+    def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
+        """Every task in order, as (kind, arguments, estimated cost in stage-1 steps).
+
+        The cost weights only feed the time-left estimate.
+        """
+        b = self.budget
+        tasks: list[tuple[str, dict[str, Any], float]] = []
+        for domain in self.domains:
+            tasks.append(("build", {"domain": domain}, 1))
+            for setting in self.settings:
+                for seed in self.seeds:
+                    needed = {STAGE1_OF[m] for m in self.methods if m in STAGE1_OF}
+                    for name in sorted(needed):
+                        tasks.append(
+                            (
+                                "stage1",
+                                {"domain": domain, "setting": setting, "name": name, "seed": seed},
+                                b.stage1_steps,
+                            )
+                        )
+                    for method in self.methods:
+                        if method in HAS_STAGE2:
+                            steps = b.stage2_steps * (3 if method == "llm_cl_matched" else 1)
+                            tasks.append(
+                                (
+                                    "stage2",
+                                    {"domain": domain, "setting": setting, "method": method, "seed": seed},
+                                    1.5 * steps,
+                                )
+                            )
+            for method in self.methods:
+                # Untrained methods do not depend on the setting or the seed: evaluate them once.
+                untrained = method in UNTRAINED
+                for setting in self.settings[:1] if untrained else self.settings:
+                    for seed in self.seeds[:1] if untrained else self.seeds:
+                        cost = 0.5 if method in ("bm25", "minilm") else b.max_docs / 40
+                        tasks.append(
+                            ("evaluate", {"domain": domain, "setting": setting, "method": method, "seed": seed}, cost)
+                        )
+        return tasks
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> list[dict[str, Any]]:
+        """Run every task not already done; return all result records."""
+        tasks = self.tasks()
+        total_cost = sum(cost for _, _, cost in tasks)
+        done_cost, spent, started = 0.0, 0.0, time.perf_counter()
+        for index, (kind, args, cost) in enumerate(tasks, start=1):
+            label = " ".join(str(v) for v in args.values())
+            elapsed = time.perf_counter() - started
+            if spent > 0 and done_cost > 0:
+                left = (total_cost - done_cost) * spent / done_cost
+                eta = f", about {_minutes(left)} left"
+            else:
+                eta = ""
+            print(f"[{index}/{len(tasks)}] {kind} {label} (elapsed {_minutes(elapsed)}{eta})", flush=True)
+            task_start = time.perf_counter()
+            did_work = getattr(self, f"_{kind}")(**args)
+            if did_work:  # skipped tasks say nothing about speed
+                spent += time.perf_counter() - task_start
+                done_cost += cost
+            else:
+                total_cost -= cost
+        return self.collect()
+
+    def _build(self, domain: str) -> bool:
+        from lbr.data.builders import build
+
+        target = self.data_dir(domain)
+        if (target / "DATASHEET.md").exists():
+            return False
+        build(domain, target, max_docs=self.budget.max_docs, seed=self.data_seed)
+        return True
+
+    def stage1_corpus(self, domain: str, setting: str) -> Path:
+        """The knowledge records of the benchmark's documents (written once per setting)."""
+        data = self.data_dir(domain)
+        path = data / f"stage1.{setting}.jsonl"
+        if path.exists():
+            return path
+        corpus_ids = {record["_id"] for _, record in iter_jsonl(data / "corpus.jsonl")}
+        records = [
+            record for _, record in iter_jsonl(data / f"knowledge.{setting}.jsonl") if record["id"] in corpus_ids
+        ]
+        write_jsonl(path, records)
+        return path
+
+    def _model_config(self, **overrides: Any) -> ModelConfig:
+        return ModelConfig(model=self.model, num_bottleneck_tokens=self.num_bottleneck_tokens, **overrides)
+
+    def _train_config(self, output: Path, seed: int, steps: int, batch_size: int) -> TrainConfig:
+        return TrainConfig(
+            output=str(output),
+            seed=seed,
+            max_steps=steps,
+            batch_size=batch_size,
+            learning_rate=self.budget.learning_rate,
+            save_steps=max(10, steps // 4),
+        )
+
+    def _stage1(self, domain: str, setting: str, name: str, seed: int) -> bool:
+        from lbr.training import learn
+
+        out = self.run_dir(domain, setting, f"stage1-{name}", seed)
+        if (out / "lbr_config.json").exists():
+            return False
+        stage1 = Stage1Config(
+            corpus=str(self.stage1_corpus(domain, setting)),
+            segment_length=self.budget.segment_length,
+            target=self.target,
+            ib_weight=self.ib_weight if name == "ib" else 0.0,
+        )
+        learn(
+            self._model_config(),
+            stage1,
+            self._train_config(out, seed, self.budget.stage1_steps, self.budget.stage1_batch_size),
+            resume=out.exists(),
+            show_progress=self.show_progress,
+        )
+        return True
+
+    def _stage2_steps(self, domain: str, setting: str, method: str, seed: int) -> int:
+        if method != "llm_cl_matched":
+            return self.budget.stage2_steps
+        # As many training tokens as LBR's two stages together (stage-1 tokens read twice:
+        # once by the encoder pass and once as the decoder's target).
+        stage1_tokens = _logged_tokens(self.run_dir(domain, setting, "stage1-ib", seed)) * 2
+        stage2_log = self.run_dir(domain, setting, "llm_cl", seed)
+        per_step = _logged_tokens(stage2_log) / max(1, self.budget.stage2_steps)
+        if per_step <= 0 or stage1_tokens <= 0:
+            raise ConfigError("llm_cl_matched needs the lbr stage-1 run and the llm_cl run to finish first")
+        return self.budget.stage2_steps + math.ceil(stage1_tokens / per_step)
+
+    def _stage2(self, domain: str, setting: str, method: str, seed: int) -> bool:
+        from lbr.training import represent
+
+        out = self.run_dir(domain, setting, method, seed)
+        if (out / "lbr_config.json").exists():
+            return False
+        start = STAGE1_OF.get(method)
+        model = str(self.run_dir(domain, setting, f"stage1-{start}", seed)) if start else self.model
+        if start and not (Path(model) / "lbr_config.json").exists():
+            self._stage1(domain, setting, start, seed)
+        if method == "llm_cl_matched":
+            for needed in ("llm_cl",):
+                self._stage2(domain, setting, needed, seed)
+            self._stage1(domain, setting, "ib", seed)
+        stage2 = Stage2Config(
+            pairs=str(self.data_dir(domain) / "pairs.train.jsonl"),
+            gen_weight=self.gen_weight if method == "lbr" else 0.0,
+        )
+        steps = self._stage2_steps(domain, setting, method, seed)
+        config = dataclasses.replace(self._model_config(), model=model)
+        represent(
+            config,
+            stage2,
+            self._train_config(out, seed, steps, self.budget.stage2_batch_size),
+            resume=out.exists(),
+            show_progress=self.show_progress,
+        )
+        return True
+
+    def _evaluate(self, domain: str, setting: str, method: str, seed: int) -> bool:
+        from lbr.data.beir import load_beir
+        from lbr.evaluation.baselines import DenseRetriever, load_retriever
+        from lbr.evaluation.metrics import evaluate_run
+
+        path = self.result_path(domain, setting, method, seed)
+        if path.exists():
+            return False
+        corpus, queries, qrels = load_beir(self.data_dir(domain), "test")
+        started = time.perf_counter()
+        if method in ("bm25", "minilm"):
+            retriever = load_retriever(method, show_progress_bar=self.show_progress)
+        elif method == "base":
+            from lbr.modeling import LBRModel
+
+            retriever = DenseRetriever(
+                LBRModel.build(self._model_config(), seed=seed),
+                name="base",
+                batch_size=self.budget.encode_batch_size,
+                show_progress_bar=self.show_progress,
+            )
+        else:
+            if method == "lbr_unsup":
+                model_dir = self.run_dir(domain, setting, "stage1-ib", seed)
+                if not (model_dir / "lbr_config.json").exists():
+                    self._stage1(domain, setting, "ib", seed)
+            else:
+                model_dir = self.run_dir(domain, setting, method, seed)
+                if not (model_dir / "lbr_config.json").exists():
+                    self._stage2(domain, setting, method, seed)
+            retriever = load_retriever(
+                str(model_dir), batch_size=self.budget.encode_batch_size, show_progress_bar=self.show_progress
+            )
+        run = retriever.retrieve(corpus, queries, top_k=100)
+        record = {
+            "domain": domain,
+            "setting": "any" if method in UNTRAINED else setting,
+            "method": method,
+            "seed": seed,
+            "num_queries": len(qrels),
+            "num_docs": len(corpus),
+            "metrics": evaluate_run(run, qrels),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        tmp.replace(path)
+        return True
+
+    # ------------------------------------------------------------------ results
+    def collect(self) -> list[dict[str, Any]]:
+        records = []
+        for path in sorted((self.output / "results").rglob("*.json")):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record["domain"] in self.domains and record["method"] in self.methods:
+                records.append(record)
+        return records
+
+
+def _logged_tokens(run_dir: Path) -> int:
+    log = run_dir / "train_log.jsonl"
+    if not log.exists():
+        return 0
+    return sum(int(json.loads(line).get("tokens", 0)) for line in log.read_text().splitlines() if line.strip())
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def summarise(
+    records: list[dict[str, Any]], metric: str = "nDCG@10"
+) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    """Mean, standard deviation and seed count per (domain, setting, method)."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for record in records:
+        key = (record["domain"], record["setting"], record["method"])
+        groups.setdefault(key, []).append(record["metrics"][metric])
+    summary = {}
+    for key, values in groups.items():
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        summary[key] = (mean, std, len(values))
+    return summary
+
+
+def results_table(
+    records: list[dict[str, Any]],
+    domains: tuple[str, ...],
+    methods: tuple[str, ...],
+    settings: tuple[str, ...],
+    metric: str = "nDCG@10",
+) -> str:
+    """A markdown table: one row per method (and setting), one column per domain, plus the mean."""
+    summary = summarise(records, metric)
+    header = ["method", *(["setting"] if len(settings) > 1 else []), *domains, "mean"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        method_settings = ("any",) if method in UNTRAINED else settings
+        for setting in method_settings:
+            cells, means = [], []
+            for domain in domains:
+                value = summary.get((domain, setting, method))
+                if value is None:
+                    cells.append("–")
+                    continue
+                mean, std, n = value
+                means.append(mean)
+                cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else ""))
+            overall = f"{100 * sum(means) / len(means):.1f}" if len(means) == len(domains) else "–"
+            row = [METHOD_LABELS[method], *([setting] if len(settings) > 1 else []), *cells, overall]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_results(
+    records: list[dict[str, Any]],
+    domains: tuple[str, ...],
+    methods: tuple[str, ...],
+    path: Path,
+    metric: str = "nDCG@10",
+) -> None:
+    """A grouped bar chart of ``metric`` per domain and method (open setting, or 'any')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(records, metric)
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * len(domains), 4))
+    for index, method in enumerate(methods):
+        values, errors = [], []
+        for domain in domains:
+            value = (
+                summary.get((domain, "any", method))
+                or summary.get((domain, "open", method))
+                or summary.get((domain, "closed", method))
+            )
+            values.append(100 * value[0] if value else 0.0)
+            errors.append(100 * value[1] if value else 0.0)
+        positions = [d + (index - (len(methods) - 1) / 2) * width for d in range(len(domains))]
+        ax.bar(positions, values, width, yerr=errors, label=METHOD_LABELS[method])
+    ax.set_xticks(range(len(domains)), domains)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"{metric} on held-out test queries")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(experiment: Experiment, records: list[dict[str, Any]], title: str, command: str) -> str:
+    """Write report.md, results.json and ndcg.png into the output directory; return the table."""
+    table = results_table(records, experiment.domains, experiment.methods, experiment.settings)
+    budget = dataclasses.asdict(experiment.budget)
+    text = (
+        f"# {title}\n\n"
+        f"Command: `{command}`\n\n"
+        f"Model: {experiment.model}; k = {experiment.num_bottleneck_tokens}; lambda = {experiment.ib_weight}; "
+        f"mu = {experiment.gen_weight}; target = {experiment.target}; seeds = {list(experiment.seeds)}.\n\n"
+        f"Budget: {json.dumps(budget)}\n\n"
+        f"nDCG@10 (%) on the test queries of each domain:\n\n{table}\n\n"
+        "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
+        "pairs.train.jsonl; only evaluation read qrels/test.tsv. See each data/<domain>/DATASHEET.md.\n"
+    )
+    (experiment.output / "report.md").write_text(text, encoding="utf-8")
+    (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
+    plot_results(records, experiment.domains, experiment.methods, experiment.output / "ndcg.png")
+    return table
