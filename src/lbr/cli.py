@@ -132,6 +132,15 @@ def read_texts(path: Path, *, id_field: str, text_field: str, max_line_bytes: in
             texts.append(record[text_field])
     else:
         raw = path.read_bytes()
+        # The same per-line cap as for jsonl, so one broken .txt file cannot exhaust memory later.
+        for number, raw_line in enumerate(raw.split(b"\n"), start=1):
+            if len(raw_line) > max_line_bytes:
+                raise InputError(
+                    path,
+                    f"line is {len(raw_line):,} bytes, over the cap of {max_line_bytes:,} "
+                    "(raise it with --max-line-bytes)",
+                    line=number,
+                )
         try:
             content = raw.decode("utf-8-sig")
         except UnicodeDecodeError as err:
