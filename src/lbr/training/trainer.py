@@ -271,6 +271,17 @@ class Trainer:
         missing = [name for name in checkpoint["trainable"] if name not in params]
         if missing:
             raise ConfigError(f"{checkpoints[-1]}: tensors not in the model: {missing[:5]}")
+        # --force-resume with a changed architecture (e.g. -k) would otherwise die in copy_().
+        mismatched = [
+            f"{name}: saved {tuple(tensor.shape)}, model {tuple(params[name].shape)}"
+            for name, tensor in checkpoint["trainable"].items()
+            if tensor.shape != params[name].shape
+        ]
+        if mismatched:
+            raise ConfigError(
+                f"{checkpoints[-1]}: the checkpoint does not fit this model (was the architecture changed?):\n  "
+                + "\n  ".join(mismatched[:5])
+            )
         with torch.no_grad():
             for name, tensor in checkpoint["trainable"].items():
                 params[name].copy_(tensor)
