@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lbr.data.jsonl import iter_jsonl
+from lbr.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_jsonl
 from lbr.errors import InputError
 
 Corpus = dict[str, dict[str, str]]
@@ -41,12 +41,15 @@ def format_document(title: str, text: str) -> str:
     return f"{title}: {text}" if title else text
 
 
-def load_corpus(path: str | Path) -> Corpus:
+def load_corpus(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Corpus:
     """Read a BEIR ``corpus.jsonl`` into ``{doc_id: {"title", "text"}}``."""
     corpus: Corpus = {}
     first_line: dict[str, int] = {}
     for line, record in iter_jsonl(
-        path, required={"_id": (str, int), "text": str}, optional={"title": str}
+        path,
+        required={"_id": (str, int), "text": str},
+        optional={"title": str},
+        max_line_bytes=max_line_bytes,
     ):
         doc_id = _check_id(path, line, record["_id"], first_line)
         title = record.get("title") or ""
@@ -56,11 +59,13 @@ def load_corpus(path: str | Path) -> Corpus:
     return corpus
 
 
-def load_queries(path: str | Path) -> Queries:
+def load_queries(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Queries:
     """Read a BEIR ``queries.jsonl`` into ``{query_id: text}``."""
     queries: Queries = {}
     first_line: dict[str, int] = {}
-    for line, record in iter_jsonl(path, required={"_id": (str, int), "text": str}):
+    for line, record in iter_jsonl(
+        path, required={"_id": (str, int), "text": str}, max_line_bytes=max_line_bytes
+    ):
         query_id = _check_id(path, line, record["_id"], first_line)
         if not record["text"].strip():
             raise InputError(path, "empty query", line=line, field="text")
@@ -72,6 +77,8 @@ def load_qrels(
     path: str | Path,
     queries: Mapping[str, Any] | None = None,
     corpus: Mapping[str, Any] | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Qrels:
     """Read a BEIR qrels tsv into ``{query_id: {doc_id: score}}``.
 
@@ -81,8 +88,27 @@ def load_qrels(
     path = Path(path)
     _check_file(path)
     rows: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        for line, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+    # Read bytes line by line (as iter_jsonl does) so that a bad byte or an oversized line is
+    # reported with its line number instead of escaping as a UnicodeDecodeError or csv.Error.
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if len(raw) > max_line_bytes:
+                raise InputError(
+                    path,
+                    f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,} "
+                    "(raise it with --max-line-bytes)",
+                    line=line,
+                )
+            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line) from None
+            try:
+                row = next(csv.reader([text.rstrip("\r\n")], delimiter="\t"), [])
+            except csv.Error as err:  # e.g. a field over csv's own 128 KiB limit
+                raise InputError(path, f"unreadable TSV row: {err}", line=line) from None
             if not row or all(not cell.strip() for cell in row):
                 continue
             if not rows and line == 1 and tuple(c.strip().lower() for c in row) == QRELS_HEADER:
@@ -92,7 +118,11 @@ def load_qrels(
 
 
 def load_beir(
-    data: str | Path, split: str = "test", *, keep_unjudged: bool = False
+    data: str | Path,
+    split: str = "test",
+    *,
+    keep_unjudged: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> tuple[Corpus, Queries, Qrels]:
     """Load a BEIR directory (or an ``hf:`` dataset id) for one split.
 
@@ -102,6 +132,7 @@ def load_beir(
         split: the qrels split to read.
         keep_unjudged: if False (default), the returned queries are only those with a positive
             judgement in this split: the ones that will be evaluated.
+        max_line_bytes: longer lines in any of the three files are an error.
 
     Returns:
         ``(corpus, queries, qrels)``.
@@ -120,9 +151,9 @@ def load_beir(
             raise InputError(
                 qrels_path, f"no qrels for split '{split}' (found: {', '.join(found) or 'none'})"
             )
-        corpus = load_corpus(root / "corpus.jsonl")
-        queries = load_queries(root / "queries.jsonl")
-        qrels = load_qrels(qrels_path, queries, corpus)
+        corpus = load_corpus(root / "corpus.jsonl", max_line_bytes=max_line_bytes)
+        queries = load_queries(root / "queries.jsonl", max_line_bytes=max_line_bytes)
+        qrels = load_qrels(qrels_path, queries, corpus, max_line_bytes=max_line_bytes)
     if not keep_unjudged:
         queries = {qid: text for qid, text in queries.items() if qid in qrels}
     return corpus, queries, qrels
