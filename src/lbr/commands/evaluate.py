@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=1_000_000,
+        help="reject dataset lines longer than this (default 1000000)",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="hide progress bars (for logs and CI)"
     )
     parser.set_defaults(func=run)
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from lbr.evaluation.report import format_table, make_result, write_json
 
     _seed_everything(args.seed)
-    corpus, queries, qrels = load_beir(args.data, args.split)
+    corpus, queries, qrels = load_beir(args.data, args.split, max_line_bytes=args.max_line_bytes)
     show_progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
     retriever = load_retriever(
         args.model, batch_size=args.batch_size, show_progress_bar=show_progress, seed=args.seed
