@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from lbr.data.builders import DEFAULT_MAX_DOCS, DEFAULT_SEED, DOMAINS
+from lbr.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +37,11 @@ def register(subparsers: Any) -> None:
     build.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="sampling and split seed (default 0)"
     )
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out that is not an earlier `lbr data build` output",
+    )
     build.set_defaults(func=run)
 
 
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the dataset and print a one-paragraph summary; returns the exit code."""
     from lbr.data.builders import build
 
+    _check_out(Path(args.out), overwrite=args.overwrite)
     start = time.perf_counter()
     built = build(args.domain, args.out, max_docs=args.max_docs, seed=args.seed)
     stats = built.stats
@@ -55,3 +63,19 @@ def run(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.0f}s) -> {args.out}"
     )
     return 0
+
+
+def _check_out(out: Path, *, overwrite: bool) -> None:
+    """Never write over a user's files: refuse a non-empty directory we did not build.
+
+    Rebuilding into an earlier build (it has our DATASHEET.md) is allowed: the files are
+    regenerated deterministically from installed resources.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out exists and is not a directory")
+    if overwrite or not out.exists() or (out / "DATASHEET.md").exists() or not any(out.iterdir()):
+        return
+    raise ConfigError(
+        f"{out}: --out is a non-empty directory that is not an `lbr data build` output; "
+        "pass --overwrite to write into it anyway"
+    )
