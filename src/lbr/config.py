@@ -172,8 +172,20 @@ class Stage2Config:
     max_query_length: int = _help("maximum query tokens", default=64)
     max_document_length: int = _help("maximum document tokens", default=128)
     max_line_bytes: int = _help("reject pair lines longer than this", default=1_000_000)
+    cache_mini_batch: int = _help(
+        "cached (GradCache) contrastive loss: embed the batch in mini-batches of this many texts "
+        "without autograd, then backpropagate each mini-batch alone, so memory no longer grows "
+        "with the batch; needs mu = 0 (0: off, the plain loss)",
+        default=0,
+    )
 
     def __post_init__(self) -> None:
+        if self.cache_mini_batch < 0:
+            raise ConfigError("cache_mini_batch must be >= 0")
+        if self.cache_mini_batch > 0 and self.gen_weight > 0:
+            raise ConfigError(
+                f"cache_mini_batch={self.cache_mini_batch} caches only the contrastive loss: set gen_weight (--mu) to 0"
+            )
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0")
         if self.gen_weight < 0:

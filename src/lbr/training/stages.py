@@ -14,11 +14,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
 from lbr.data.corpus import SegmentCollator, read_corpus, segment_documents
 from lbr.data.pairs import PairCollator, read_pairs
 from lbr.errors import ConfigError
-from lbr.losses import Stage1Loss, Stage2Loss
+from lbr.losses import CachedStage2Loss, Stage1Loss, Stage2Loss
 from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel
 from lbr.training.trainer import Trainer, prepare_output_dir
 
@@ -150,16 +152,26 @@ def represent(
         max_query_length=stage2.max_query_length,
         max_document_length=stage2.max_document_length,
     )
+    if stage2.cache_mini_batch > 0:
+        objective: nn.Module = CachedStage2Loss(
+            model, stage2, mini_batch_size=stage2.cache_mini_batch, token_budget=train.token_budget
+        )
+    else:
+        objective = Stage2Loss(model, stage2, token_budget=train.token_budget)
+    stage2_record = dataclasses.asdict(stage2)
+    if not stage2.cache_mini_batch:
+        # Runs started before the option existed must still resume without a config difference.
+        del stage2_record["cache_mini_batch"]
     trainer = Trainer(
         model,
-        Stage2Loss(model, stage2, token_budget=train.token_budget),
+        objective,
         pairs,
         collate,
         train,
         run_config={
             "stage": "stage2",
             "model": dataclasses.asdict(model_config),
-            "stage2": dataclasses.asdict(stage2),
+            "stage2": stage2_record,
             "train": dataclasses.asdict(train),
         },
         stage="stage2",
