@@ -8,6 +8,7 @@ value fails when it is set, not twenty minutes into a run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -205,10 +206,28 @@ def from_dict(cls: type, values: dict[str, Any], *, source: str = "config") -> A
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown {cls.__name__} option(s): {', '.join(unknown)}")
+    # A config file can hold any YAML type; name the field instead of failing in __post_init__.
+    values = dict(values)
+    for f in config_fields(cls):
+        accepted = _SCALAR_TYPES.get(str(f.type))
+        value = values.get(f.name)
+        if str(f.type) == "float" and isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string.
+            with contextlib.suppress(ValueError):
+                values[f.name] = value = float(value)
+        if f.name in values and accepted and (not isinstance(value, accepted) or _is_bool_for_number(value, accepted)):
+            raise ConfigError(f"{source}: field '{f.name}': expected {f.type}, got {type(value).__name__} ({value!r})")
     try:
         return cls(**values)
     except TypeError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _is_bool_for_number(value: Any, accepted: tuple[type, ...]) -> bool:
+    return isinstance(value, bool) and bool not in accepted
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -220,6 +239,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: invalid UTF-8 at byte {err.start}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
