@@ -63,3 +63,20 @@ def test_bad_results_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no 'metrics'"):
         write_model_card(tmp_path, {"results": str(bad)})
     assert not (tmp_path / "README.md").exists()
+
+
+def test_hook_inside_save_writes_files_only_and_uses_the_record(tmp_path, lbr_adapter_dir):
+    """LBRModel.save calls write_ecosystem_files on its temporary directory, before lbr_config.json
+    exists, then moves the files one by one: so the record must come in, and no subdirectory out."""
+    from lbr.integrations import write_ecosystem_files
+    from lbr.modeling import LBRModel
+
+    model = LBRModel.load(lbr_adapter_dir)
+    record = json.loads((lbr_adapter_dir / "lbr_config.json").read_text())
+    tmp = tmp_path / ".save.tmp"
+    tmp.mkdir()
+    write_ecosystem_files(tmp, model, record, name="medical-lbr")
+    assert sorted(p.name for p in tmp.iterdir()) == ["README.md", "config_sentence_transformers.json", "modules.json"]
+    assert all(p.is_file() for p in tmp.iterdir())
+    card = (tmp / "README.md").read_text()
+    assert "# medical-lbr" in card and "### Stage 2: Represent" in card

@@ -18,7 +18,13 @@ from lbr.integrations.st_files import write_sentence_transformers_files
 __all__ = ["write_ecosystem_files", "write_model_card", "write_sentence_transformers_files"]
 
 
-def write_ecosystem_files(model_dir: str | Path, lbr_model: Any, record: Mapping[str, Any] | None = None) -> None:
+def write_ecosystem_files(
+    model_dir: str | Path,
+    lbr_model: Any,
+    record: Mapping[str, Any] | None = None,
+    *,
+    name: str | None = None,
+) -> None:
     """Write the sentence-transformers files and the model card (README.md) of a model directory.
 
     Args:
@@ -26,6 +32,10 @@ def write_ecosystem_files(model_dir: str | Path, lbr_model: Any, record: Mapping
             before moving its files into place (then pass ``record``: no lbr_config.json yet).
         lbr_model: the :class:`~lbr.modeling.LBRModel` being saved.
         record: the content of lbr_config.json; read from ``model_dir`` when not given.
+        name: the model's name in the card (default: the directory's name).
     """
     write_sentence_transformers_files(model_dir, lbr_model)
-    write_model_card(model_dir, dict(record or {}))
+    metadata = dict(record or {})
+    if name:
+        metadata.setdefault("name", name)
+    write_model_card(model_dir, metadata)

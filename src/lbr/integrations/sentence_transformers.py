@@ -13,8 +13,8 @@ several dots, so ST never fetches code from the model directory for it; the flag
 import ``lbr``. :func:`load_sentence_transformer` builds the same pipeline in code the caller
 imported on purpose, so no flag is involved.
 
-The pipeline is ``LBRTransformer`` (one pass over ``[x ; <lbr_0..k-1>]``, mean of the k
-bottleneck states) then ST's ``Normalize``: the same numbers as ``LBRModel.encode``.
+The pipeline is one module, ``LBRTransformer``: one pass over ``[x ; <lbr_0..k-1>]``, the
+normalised mean of the k bottleneck states, the same numbers as ``LBRModel.encode``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ except ImportError:  # Python 3.10
 class LBRTransformer(InputModule):
     """Tokenise with the bottleneck tokens appended, run the LLM, pool the k bottleneck states.
 
-    Outputs ``sentence_embedding`` (B, d), not normalised (the next module normalises), and
-    ``token_embeddings`` (B, T, d).
+    Outputs ``sentence_embedding`` (B, d), L2-normalised like ``LBRModel.encode`` (the method
+    defines e(x) normalised), and ``token_embeddings`` (B, T, d).
     """
 
     save_in_root = True
@@ -61,7 +61,7 @@ class LBRTransformer(InputModule):
     def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         hidden, z = self.lbr_model.encode_hidden(features["input_ids"], features["attention_mask"])
         features["token_embeddings"] = hidden  # (B, T, d)
-        features["sentence_embedding"] = self.lbr_model.pool(z, normalize=False)  # (B, d)
+        features["sentence_embedding"] = self.lbr_model.pool(z, normalize=True)  # (B, d)
         return features
 
     def get_embedding_dimension(self) -> int:
@@ -116,13 +116,10 @@ def load_sentence_transformer(path: str | Path, device: str | None = None) -> An
     Equivalent to ``SentenceTransformer(path, trust_remote_code=True)`` for a local directory.
     """
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Normalize
 
     path = Path(path)
     config_file = path / "config_sentence_transformers.json"
     saved = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     module = LBRTransformer.load(str(path))
     prompts = saved.get("prompts") or {"query": module.lbr_model.query_instruction, "document": ""}
-    return SentenceTransformer(
-        modules=[module, Normalize()], prompts=prompts, similarity_fn_name="cosine", device=device
-    )
+    return SentenceTransformer(modules=[module], prompts=prompts, similarity_fn_name="cosine", device=device)

@@ -4,9 +4,10 @@ Kept free of any sentence-transformers import: it runs inside every ``LBRModel.s
 
 Layout written (next to lbr_config.json, which stays the source of truth):
 
-- ``modules.json``: module 0 is :class:`lbr.integrations.sentence_transformers.LBRTransformer`
-  (saved in the root, so it reads the lbr files there), module 1 is ST's ``Normalize``.
-- ``1_Normalize/config.json``.
+- ``modules.json``: one module, :class:`lbr.integrations.sentence_transformers.LBRTransformer`,
+  saved in the root so it reads the lbr files there. It normalises itself, so no ST
+  ``Normalize`` module (and no subdirectory, which ``LBRModel.save``'s file-by-file move into an
+  existing directory could not replace) is needed.
 - ``config_sentence_transformers.json``: the prompts (``query`` = the model's instruction,
   ``document`` = ""), cosine similarity, and ``requirements: {"lbr": ...}`` so a user without
   lbr gets an install hint instead of an import error.
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 LBR_MODULE_CLASS = "lbr.integrations.sentence_transformers.LBRTransformer"
-NORMALIZE_CLASS = "sentence_transformers.base.modules.normalize.Normalize"
-NORMALIZE_DIR = "1_Normalize"
 
 
 def _version(package: str) -> str | None:
@@ -64,25 +63,14 @@ def sentence_transformers_config(query_instruction: str) -> dict[str, Any]:
 
 
 def write_sentence_transformers_files(model_dir: str | Path, lbr_model: Any) -> None:
-    """Write modules.json, config_sentence_transformers.json and 1_Normalize/ into ``model_dir``.
+    """Write modules.json and config_sentence_transformers.json into ``model_dir``.
 
     Args:
         model_dir: an lbr model directory (or the temporary directory of ``LBRModel.save``).
         lbr_model: the model; only ``query_instruction`` is read, the rest lives in lbr files.
     """
     model_dir = Path(model_dir)
-    (model_dir / NORMALIZE_DIR).mkdir(parents=True, exist_ok=True)
-    _write_json(
-        model_dir / NORMALIZE_DIR / "config.json",
-        {"module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"},
-    )
-    _write_json(
-        model_dir / "modules.json",
-        [
-            {"idx": 0, "name": "0", "path": "", "type": LBR_MODULE_CLASS},
-            {"idx": 1, "name": "1", "path": NORMALIZE_DIR, "type": NORMALIZE_CLASS},
-        ],
-    )
+    _write_json(model_dir / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": LBR_MODULE_CLASS}])
     _write_json(
         model_dir / "config_sentence_transformers.json",
         sentence_transformers_config(getattr(lbr_model, "query_instruction", "") or ""),
