@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 import time
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Deprecation chatter from transformers/peft internals is not actionable for our users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

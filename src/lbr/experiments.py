@@ -126,68 +126,60 @@ class Experiment:
 
     # ------------------------------------------------------------------ the plan
     def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
-        """Every task in order, as (kind, arguments, estimated cost in stage-1 steps).
+        """Every task in order, as (kind, arguments, prior estimate of its seconds on 2 CPU cores).
 
-        The cost weights only feed the time-left estimate.
+        The estimates only feed the time-left message, which rescales them by how fast the
+        finished tasks actually ran.
         """
         b = self.budget
+        stage1_step = 9.0 * b.stage1_batch_size / 16
+        stage2_step = 7.0 * b.stage2_batch_size / 16
+        encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
         tasks: list[tuple[str, dict[str, Any], float]] = []
         for domain in self.domains:
-            tasks.append(("build", {"domain": domain}, 1))
+            tasks.append(("build", {"domain": domain}, 10))
             for setting in self.settings:
                 for seed in self.seeds:
                     needed = {STAGE1_OF[m] for m in self.methods if m in STAGE1_OF}
                     for name in sorted(needed):
-                        tasks.append(
-                            (
-                                "stage1",
-                                {"domain": domain, "setting": setting, "name": name, "seed": seed},
-                                b.stage1_steps,
-                            )
-                        )
+                        args = {"domain": domain, "setting": setting, "name": name, "seed": seed}
+                        tasks.append(("stage1", args, 10 + b.stage1_steps * stage1_step))
                     for method in self.methods:
                         if method in HAS_STAGE2:
                             steps = b.stage2_steps * (3 if method == "llm_cl_matched" else 1)
-                            tasks.append(
-                                (
-                                    "stage2",
-                                    {"domain": domain, "setting": setting, "method": method, "seed": seed},
-                                    1.5 * steps,
-                                )
-                            )
+                            factor = 1.3 if method == "lbr" else 1.0  # the L_gen decoder pass
+                            args = {"domain": domain, "setting": setting, "method": method, "seed": seed}
+                            tasks.append(("stage2", args, 10 + steps * stage2_step * factor))
             for method in self.methods:
                 # Untrained methods do not depend on the setting or the seed: evaluate them once.
                 untrained = method in UNTRAINED
                 for setting in self.settings[:1] if untrained else self.settings:
                     for seed in self.seeds[:1] if untrained else self.seeds:
-                        cost = 0.5 if method in ("bm25", "minilm") else b.max_docs / 40
-                        tasks.append(
-                            ("evaluate", {"domain": domain, "setting": setting, "method": method, "seed": seed}, cost)
-                        )
+                        cost = {"bm25": 2.0, "minilm": 20.0}.get(method, encode)
+                        args = {"domain": domain, "setting": setting, "method": method, "seed": seed}
+                        tasks.append(("evaluate", args, cost))
         return tasks
 
     # ------------------------------------------------------------------ running
     def run(self) -> list[dict[str, Any]]:
         """Run every task not already done; return all result records."""
         tasks = self.tasks()
-        total_cost = sum(cost for _, _, cost in tasks)
-        done_cost, spent, started = 0.0, 0.0, time.perf_counter()
+        remaining = sum(cost for _, _, cost in tasks)
+        estimated_done, spent, started = 0.0, 0.0, time.perf_counter()
         for index, (kind, args, cost) in enumerate(tasks, start=1):
             label = " ".join(str(v) for v in args.values())
-            elapsed = time.perf_counter() - started
-            if spent > 0 and done_cost > 0:
-                left = (total_cost - done_cost) * spent / done_cost
-                eta = f", about {_minutes(left)} left"
-            else:
-                eta = ""
-            print(f"[{index}/{len(tasks)}] {kind} {label} (elapsed {_minutes(elapsed)}{eta})", flush=True)
+            speed = spent / estimated_done if estimated_done > 60 else 1.0  # observed / prior
+            elapsed = _minutes(time.perf_counter() - started)
+            print(
+                f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(remaining * speed)} left)",
+                flush=True,
+            )
             task_start = time.perf_counter()
             did_work = getattr(self, f"_{kind}")(**args)
+            remaining -= cost
             if did_work:  # skipped tasks say nothing about speed
                 spent += time.perf_counter() - task_start
-                done_cost += cost
-            else:
-                total_cost -= cost
+                estimated_done += cost
         return self.collect()
 
     def _build(self, domain: str) -> bool:

@@ -84,7 +84,9 @@ def check_no_custom_code(model_dir: Path, *, trust_remote_code: bool) -> None:
 def load_causal_lm(spec: str, *, trust_remote_code: bool = False):
     """Load ``(model, tokenizer)`` in float32 for the given spec."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every load is noise
     source = resolve_model_path(spec, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(source, dtype="float32", trust_remote_code=trust_remote_code)
