@@ -174,7 +174,7 @@ def render_model_card(record: Mapping[str, Any], name: str) -> str:
 
     lines = [*front, "", f"# {name}", ""]
     lines += [
-        f"A domain embedding model made with [lbr](https://github.com/) (Learn Before Represent) from "
+        f"A domain embedding model made with lbr (Learn Before Represent) from "
         f"`{base}`. A text x is embedded by one causal forward pass over `[x ; <lbr_0> .. "
         f"<lbr_{int(model.get('num_bottleneck_tokens', 1)) - 1}>]`; the embedding is the normalised "
         "mean of the final hidden states at the bottleneck tokens.",

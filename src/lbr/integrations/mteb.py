@@ -24,14 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mteb.abstasks.retrieval import AbsTaskRetrieval
-from mteb.abstasks.task_metadata import TaskMetadata
-from mteb.models.abs_encoder import AbsEncoder
-from mteb.models.model_meta import ModelMeta, ScoringFunction
-from mteb.types import PromptType
 
 from lbr.data.beir import format_document, load_beir
-from lbr.errors import ConfigError
+from lbr.errors import ConfigError, LBRError
+
+try:
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.models.abs_encoder import AbsEncoder
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+    from mteb.types import PromptType
+except ImportError as err:  # mteb is an optional extra
+    raise LBRError(f"lbr.integrations.mteb needs mteb 2.x (pip install mteb): {err}") from err
 
 DOCUMENT_FORMATS = ("lbr", "mteb")
 
