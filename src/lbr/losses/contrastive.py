@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from lbr.config import Stage2Config
+from lbr.distributed import gather_across_processes, process_rank
 from lbr.modeling.lbr_model import LBRModel
-
-
-def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor from every process along dim 0, keeping the gradient path.
-
-    A no-op on one process. Under DDP this gives each query the negatives of the whole
-    global batch, not only its own process's share.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
-
-
-def process_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class InfoNCELoss(nn.Module):

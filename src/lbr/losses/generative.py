@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lbr.config import Stage1Config
+from lbr.distributed import global_mean
 from lbr.modeling.lbr_model import LBRModel
 
 
@@ -28,7 +29,8 @@ def knowledge_loss(
     if not bool(predicts_text.any()):
         return hidden.sum() * 0.0
     logits = model.lm_logits(hidden[:, :-1][predicts_text])  # (n, V)
-    return F.cross_entropy(logits.float(), input_ids[:, 1:][predicts_text])
+    total = F.cross_entropy(logits.float(), input_ids[:, 1:][predicts_text], reduction="sum")
+    return global_mean(total, int(predicts_text.sum()))
 
 
 class Stage1Loss(nn.Module):

@@ -25,12 +25,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lbr.config import ModelConfig, from_dict
+from lbr.distributed import global_mean
 from lbr.errors import ConfigError
 from lbr.modeling.loading import check_no_custom_code, load_causal_lm
 
 LBR_CONFIG_NAME = "lbr_config.json"
 LBR_MODULES_NAME = "lbr_modules.safetensors"
 FORMAT_VERSION = 1
+STALE_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "model*.safetensors",
+                      "model.safetensors.index.json")
 
 
 def bottleneck_token_names(k: int) -> list[str]:
@@ -177,6 +180,16 @@ class LBRModel(nn.Module):
             "query_instruction": self.query_instruction,
             **self.metadata,
         }
+        from lbr.integrations import write_ecosystem_files
+
+        write_ecosystem_files(tmp, self, record, name=path.name)  # sentence-transformers files + model card
+        # Unmark the directory while it changes, so a crash mid-save never leaves a directory
+        # that looks complete; then drop weights of an earlier save in another form.
+        (path / LBR_CONFIG_NAME).unlink(missing_ok=True)
+        for stale in STALE_WEIGHT_FILES:
+            for old in path.glob(stale):
+                if not (tmp / old.name).exists():
+                    old.unlink()
         # The config is the marker of a complete directory: move everything else first.
         for item in sorted(tmp.iterdir()):
             os.replace(item, path / item.name)
@@ -351,7 +364,7 @@ class LBRModel(nn.Module):
             logits = self.lm_logits(predicting)
             total = total + F.cross_entropy(logits.float(), ids[mask.bool()], reduction="sum")
             count += int(mask.sum())
-        return total / max(count, 1)
+        return global_mean(total, count)
 
     # ------------------------------------------------------------------ encode API
     @torch.inference_mode()
