@@ -170,10 +170,21 @@ def run_encode(args: argparse.Namespace) -> int:
     ids, texts = read_texts(
         Path(args.input), id_field=args.id_field, text_field=args.text_field, max_line_bytes=args.max_line_bytes
     )
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     model = LBRModel.load(args.model, trust_remote_code=args.trust_remote_code)
     encode = model.encode_query if args.kind == "query" else model.encode_document
     started = time.perf_counter()
-    embeddings = encode(texts, batch_size=args.batch_size, show_progress_bar=not args.no_progress)
+    # Under `accelerate launch`, each process encodes one contiguous shard; shards are
+    # gathered in rank order, so the rows stay in input order.
+    state = PartialState()
+    with state.split_between_processes(texts) as shard:
+        local = encode(shard, batch_size=args.batch_size, show_progress_bar=not args.no_progress and state.is_main_process)
+    shards = gather_object([local]) if state.num_processes > 1 else [local]
+    if not state.is_main_process:
+        return 0
+    embeddings = np.concatenate([np.asarray(part).reshape(-1, model.hidden_size) for part in shards])
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.stem + ".tmp.npy")
     np.save(tmp, embeddings.astype(np.float32))

@@ -19,7 +19,9 @@ from lbr.data.pairs import Pair, PairCollator
 from lbr.losses import Stage1Loss, Stage2Loss
 from lbr.modeling import LBRModel
 
-WORDS = "heart eye ear bone skin brain kidney liver muscle blood acid water carbon sodium short tall small large".split()
+WORDS = (
+    "heart eye ear bone skin brain kidney liver muscle blood acid water carbon sodium short tall small large".split()
+)
 
 
 def main(stage: str, model_dir: str, out: str) -> None:
@@ -44,8 +46,9 @@ def main(stage: str, model_dir: str, out: str) -> None:
     else:
         pairs = [Pair(words(2 + i % 3), words(5 + i), (words(4 + i % 2),)) for i in range(global_batch)]
         objective = Stage2Loss(model, Stage2Config(gen_weight=0.1, gen_target="both", num_negatives=1))
-        collate = PairCollator(model, pairs, num_negatives=1, query_instruction="", max_query_length=16,
-                               max_document_length=32)
+        collate = PairCollator(
+            model, pairs, num_negatives=1, query_instruction="", max_query_length=16, max_document_length=32
+        )
         batch = collate(pairs[lo:hi])
     batch.pop("num_tokens")
     objective = accelerator.prepare(objective)
