@@ -10,8 +10,8 @@ import argparse
 import importlib
 import json
 import sys
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,9 @@ def run_encode(args: argparse.Namespace) -> int:
     # gathered in rank order, so the rows stay in input order.
     state = PartialState()
     with state.split_between_processes(texts) as shard:
-        local = encode(shard, batch_size=args.batch_size, show_progress_bar=not args.no_progress and state.is_main_process)
+        local = encode(
+            shard, batch_size=args.batch_size, show_progress_bar=not args.no_progress and state.is_main_process
+        )
     shards = gather_object([local]) if state.num_processes > 1 else [local]
     if not state.is_main_process:
         return 0
