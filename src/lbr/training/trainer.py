@@ -209,6 +209,7 @@ class Trainer:
             if config.save_steps and (step + 1) % config.save_steps == 0 and step + 1 < self.total_steps:
                 self._save_checkpoint(step + 1)
         progress.close()
+        self._check_finite_weights(self.total_steps)  # the final model is saved after this
         self.accelerator.wait_for_everyone()
         return last
 
@@ -229,7 +230,24 @@ class Trainer:
             f"{where}. Try a lower --learning-rate."
         )
 
+    def _check_finite_weights(self, step: int) -> None:
+        """Refuse to save NaN/inf weights.
+
+        A finite loss can still give non-finite gradients (and, after the optimiser step,
+        weights); the loss check alone would only notice one step later, after the checkpoint.
+        """
+        unwrapped = self.accelerator.unwrap_model(self.objective)
+        bad = [name for name, p in unwrapped.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if bad:
+            kept = complete_checkpoints(self.output)
+            where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
+            raise TrainingError(
+                f"{self.stage}: non-finite weights after step {step} ({len(bad)} tensors, e.g. {bad[0]}); "
+                f"stopping without saving. {where}. Try a lower --learning-rate."
+            )
+
     def _save_checkpoint(self, step: int) -> None:
+        self._check_finite_weights(step)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             unwrapped = self.accelerator.unwrap_model(self.objective)
