@@ -97,6 +97,7 @@ class Experiment:
     target: str = "reconstruct"
     num_bottleneck_tokens: int = 4
     data_seed: int = 0
+    eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -110,6 +111,8 @@ class Experiment:
                 raise ConfigError(f"unknown {name}(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
         if not self.seeds:
             raise ConfigError("at least one seed is needed")
+        if self.eval_split not in ("dev", "test"):
+            raise ConfigError(f"eval_split must be dev or test, not {self.eval_split!r}")
 
     # ------------------------------------------------------------------ paths
     def data_dir(self, domain: str) -> Path:
@@ -120,9 +123,10 @@ class Experiment:
 
     def result_path(self, domain: str, setting: str, method: str, seed: int) -> Path:
         # Methods without training do not depend on the setting or the seed: one cell serves all.
+        root = self.output / ("results" if self.eval_split == "test" else f"results-{self.eval_split}")
         if method in UNTRAINED:
-            return self.output / "results" / domain / f"{method}.json"
-        return self.output / "results" / domain / setting / f"{method}-seed{seed}.json"
+            return root / domain / f"{method}.json"
+        return root / domain / setting / f"{method}-seed{seed}.json"
 
     # ------------------------------------------------------------------ the plan
     def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
@@ -287,7 +291,7 @@ class Experiment:
         path = self.result_path(domain, setting, method, seed)
         if path.exists():
             return False
-        corpus, queries, qrels = load_beir(self.data_dir(domain), "test")
+        corpus, queries, qrels = load_beir(self.data_dir(domain), self.eval_split)
         started = time.perf_counter()
         if method in ("bm25", "minilm"):
             retriever = load_retriever(method, show_progress_bar=self.show_progress)
@@ -315,6 +319,7 @@ class Experiment:
         run = retriever.retrieve(corpus, queries, top_k=100)
         record = {
             "domain": domain,
+            "split": self.eval_split,
             "setting": "any" if method in UNTRAINED else setting,
             "method": method,
             "seed": seed,
@@ -332,7 +337,8 @@ class Experiment:
     # ------------------------------------------------------------------ results
     def collect(self) -> list[dict[str, Any]]:
         records = []
-        for path in sorted((self.output / "results").rglob("*.json")):
+        root = self.output / ("results" if self.eval_split == "test" else f"results-{self.eval_split}")
+        for path in sorted(root.rglob("*.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
             if record["domain"] in self.domains and record["method"] in self.methods:
                 records.append(record)
@@ -444,9 +450,9 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"Model: {experiment.model}; k = {experiment.num_bottleneck_tokens}; lambda = {experiment.ib_weight}; "
         f"mu = {experiment.gen_weight}; target = {experiment.target}; seeds = {list(experiment.seeds)}.\n\n"
         f"Budget: {json.dumps(budget)}\n\n"
-        f"nDCG@10 (%) on the test queries of each domain:\n\n{table}\n\n"
+        f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain:\n\n{table}\n\n"
         "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
-        "pairs.train.jsonl; only evaluation read qrels/test.tsv. See each data/<domain>/DATASHEET.md.\n"
+        "pairs.train.jsonl; only evaluation read the qrels of the evaluated split. See each data/<domain>/DATASHEET.md.\n"
     )
     (experiment.output / "report.md").write_text(text, encoding="utf-8")
     (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")

@@ -13,8 +13,13 @@ TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_
 
 
 def test_tasks_share_stage1_and_evaluate_untrained_methods_once(tmp_path):
-    experiment = Experiment(output=tmp_path, domains=("medical",), settings=("open", "closed"), seeds=(0, 1),
-                            methods=("bm25", "base", "clm_cl", "lbr_norefine", "lbr_unsup", "lbr"))
+    experiment = Experiment(
+        output=tmp_path,
+        domains=("medical",),
+        settings=("open", "closed"),
+        seeds=(0, 1),
+        methods=("bm25", "base", "clm_cl", "lbr_norefine", "lbr_unsup", "lbr"),
+    )
     tasks = experiment.tasks()
     stage1 = [args for kind, args, _ in tasks if kind == "stage1"]
     # One lambda>0 run shared by lbr, lbr_norefine and lbr_unsup, one lambda=0 run for clm_cl,
@@ -32,8 +37,7 @@ def test_unknown_method_is_refused(tmp_path):
 
 
 def test_summary_mean_and_spread():
-    records = [{"domain": "medical", "setting": "open", "method": "lbr", "metrics": {"nDCG@10": v}}
-               for v in (0.5, 0.7)]
+    records = [{"domain": "medical", "setting": "open", "method": "lbr", "metrics": {"nDCG@10": v}} for v in (0.5, 0.7)]
     mean, std, n = summarise(records)[("medical", "open", "lbr")]
     assert mean == pytest.approx(0.6) and std == pytest.approx(0.1414213, abs=1e-6) and n == 2
     table = results_table(records, ("medical",), ("lbr",), ("open",))
@@ -45,9 +49,26 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
 
     monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "bench"
-    argv = ["benchmark", "--model", str(tiny_model_dir), "--domains", "medical", "--settings", "open",
-            "--methods", "bm25,base,llm_cl,llm_cl_matched,clm_cl,lbr_unsup,lbr", "--seeds", "0",
-            "--budget", "tiny", "--output", str(out), "--no-progress", "-k", "2"]
+    argv = [
+        "benchmark",
+        "--model",
+        str(tiny_model_dir),
+        "--domains",
+        "medical",
+        "--settings",
+        "open",
+        "--methods",
+        "bm25,base,llm_cl,llm_cl_matched,clm_cl,lbr_unsup,lbr",
+        "--seeds",
+        "0",
+        "--budget",
+        "tiny",
+        "--output",
+        str(out),
+        "--no-progress",
+        "-k",
+        "2",
+    ]
     assert main(argv) == 0
     records = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in records} == {"bm25", "base", "llm_cl", "llm_cl_matched", "clm_cl", "lbr_unsup", "lbr"}
@@ -62,16 +83,25 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert stage1_ids and stage1_ids <= corpus_ids
     # lbr and lbr_unsup share one stage-1 run; the compute-matched baseline trained longer than llm_cl.
     runs = out / "runs/medical/open"
-    assert sorted(p.name for p in runs.iterdir()) == ["clm_cl-seed0", "lbr-seed0", "llm_cl-seed0",
-                                                        "llm_cl_matched-seed0", "stage1-clm-seed0", "stage1-ib-seed0"]
-    steps = {name: len((runs / f"{name}-seed0/train_log.jsonl").read_text().splitlines())
-             for name in ("llm_cl", "llm_cl_matched")}
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "clm_cl-seed0",
+        "lbr-seed0",
+        "llm_cl-seed0",
+        "llm_cl_matched-seed0",
+        "stage1-clm-seed0",
+        "stage1-ib-seed0",
+    ]
+    steps = {
+        name: len((runs / f"{name}-seed0/train_log.jsonl").read_text().splitlines())
+        for name in ("llm_cl", "llm_cl_matched")
+    }
     assert steps["llm_cl_matched"] > steps["llm_cl"]
     lbr_config = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())
     assert [s["stage"] for s in lbr_config["stages"]] == ["stage1", "stage2"]
     assert lbr_config["stages"][0]["ib_weight"] == 1.0 and lbr_config["stages"][1]["gen_weight"] == 0.1
     clm_config = json.loads((runs / "clm_cl-seed0/lbr_config.json").read_text())
     assert clm_config["stages"][0]["ib_weight"] == 0.0 and clm_config["stages"][1]["gen_weight"] == 0.0
+
     # Rerunning finds every cell done and trains nothing.
     def stamps():
         return {p: p.stat().st_mtime_ns for p in [*(out / "results").rglob("*.json"), *runs.rglob("*.safetensors")]}
@@ -79,3 +109,18 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     before = stamps()
     assert main(argv) == 0
     assert stamps() == before
+
+
+def test_dev_split_evaluation_is_kept_apart_from_test(tmp_path):
+    experiment = Experiment(
+        output=tmp_path, domains=("medical",), methods=("bm25",), eval_split="dev", budget=TINY, show_progress=False
+    )
+    records = experiment.run()
+    assert [r["split"] for r in records] == ["dev"]
+    assert (tmp_path / "results-dev/medical/bm25.json").exists()
+    assert not (tmp_path / "results").exists()
+    dev_queries = records[0]["num_queries"]
+    test = Experiment(output=tmp_path, domains=("medical",), methods=("bm25",), budget=TINY, show_progress=False)
+    assert test.run()[0]["split"] == "test" and dev_queries > 0
+    with pytest.raises(ConfigError, match="eval_split"):
+        Experiment(output=tmp_path, eval_split="train")

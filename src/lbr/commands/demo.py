@@ -83,6 +83,12 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--mu", dest="gen_weight", type=float, default=0.1, help="stage-2 mu (default 0.1)")
     bench.add_argument("--target", choices=("reconstruct", "continue", "both"), default="reconstruct")
     bench.add_argument("-k", "--num-bottleneck-tokens", type=int, default=4)
+    bench.add_argument(
+        "--eval-split",
+        choices=("dev", "test"),
+        default="test",
+        help="evaluate on the dev split (for tuning) or the test split (default: test)",
+    )
     bench.set_defaults(func=run_benchmark)
 
 
@@ -124,6 +130,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         gen_weight=args.gen_weight,
         target=args.target,
         num_bottleneck_tokens=args.num_bottleneck_tokens,
+        eval_split=args.eval_split,
         show_progress=not args.no_progress,
     )
     return _run(experiment, "lbr benchmark")
