@@ -72,14 +72,15 @@ def _common_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run_learn(args: argparse.Namespace) -> int:
-    from lbr.training import learn
+def _run_stage(args: argparse.Namespace, stage_config: type, number: int) -> int:
+    from lbr import training
 
-    (model_config, stage1, train), explicit = build_configs(args, [ModelConfig, Stage1Config, TrainConfig])
+    run = training.learn if number == 1 else training.represent
+    (model_config, settings, train), explicit = build_configs(args, [ModelConfig, stage_config, TrainConfig])
     started = time.perf_counter()
-    learn(
+    run(
         model_config,
-        stage1,
+        settings,
         train,
         resume=args.resume,
         overwrite=args.overwrite,
@@ -87,27 +88,16 @@ def run_learn(args: argparse.Namespace) -> int:
         explicit=explicit,
         show_progress=not args.no_progress,
     )
-    print(f"stage 1 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
+    print(f"stage {number} done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
     return 0
+
+
+def run_learn(args: argparse.Namespace) -> int:
+    return _run_stage(args, Stage1Config, 1)
 
 
 def run_represent(args: argparse.Namespace) -> int:
-    from lbr.training import represent
-
-    (model_config, stage2, train), explicit = build_configs(args, [ModelConfig, Stage2Config, TrainConfig])
-    started = time.perf_counter()
-    represent(
-        model_config,
-        stage2,
-        train,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        force_resume=args.force_resume,
-        explicit=explicit,
-        show_progress=not args.no_progress,
-    )
-    print(f"stage 2 done in {time.perf_counter() - started:.0f} s; model saved to {train.output}")
-    return 0
+    return _run_stage(args, Stage2Config, 2)
 
 
 def read_texts(path: Path, *, id_field: str, text_field: str, max_line_bytes: int) -> tuple[list[str], list[str]]:

@@ -64,16 +64,9 @@ def build_or_load(model_config: ModelConfig, *, seed: int, explicit: set[str] | 
     return model
 
 
-def _stage_record(
-    stage: str, settings: Any, train: TrainConfig, summary: dict[str, Any], **data: Any
-) -> dict[str, Any]:
-    return {
-        "stage": stage,
-        **dataclasses.asdict(settings),
-        "train": dataclasses.asdict(train),
-        "final": summary,
-        **data,
-    }
+def _stage_record(stage: str, settings: Any, train: TrainConfig, **data: Any) -> dict[str, Any]:
+    """What lbr_config.json records of a stage; the trainer adds the final losses."""
+    return {"stage": stage, **dataclasses.asdict(settings), "train": dataclasses.asdict(train), **data}
 
 
 def learn(
@@ -101,27 +94,20 @@ def learn(
         stage1.segment_length,
         split_single=stage1.target in ("continue", "both"),
     )
-    trainer = Trainer(
+    return _train_and_save(
         model,
         Stage1Loss(model, stage1, token_budget=train.token_budget),
         segments,
         SegmentCollator(model, stage1.max_target_length),
         train,
-        run_config={
-            "stage": "stage1",
-            "model": dataclasses.asdict(model_config),
-            "stage1": dataclasses.asdict(stage1),
-            "train": dataclasses.asdict(train),
-        },
         stage="stage1",
+        settings=dataclasses.asdict(stage1),
+        model_config=model_config,
+        record=_stage_record("stage1", stage1, train, documents=len(documents), segments=len(segments)),
+        resume=resume,
+        force_resume=force_resume,
         show_progress=show_progress,
     )
-    summary = trainer.train(resume=resume, force=force_resume)
-    stages = list(model.metadata.get("stages", []))
-    stages.append(_stage_record("stage1", stage1, train, summary, documents=len(documents), segments=len(segments)))
-    trainer.save_model({"stages": stages})
-    trainer.finish()
-    return model
 
 
 def represent(
@@ -162,24 +148,55 @@ def represent(
     if not stage2.cache_mini_batch:
         # Runs started before the option existed must still resume without a config difference.
         del stage2_record["cache_mini_batch"]
-    trainer = Trainer(
+    return _train_and_save(
         model,
         objective,
         pairs,
         collate,
         train,
-        run_config={
-            "stage": "stage2",
-            "model": dataclasses.asdict(model_config),
-            "stage2": stage2_record,
-            "train": dataclasses.asdict(train),
-        },
         stage="stage2",
+        settings=stage2_record,
+        model_config=model_config,
+        record=_stage_record("stage2", stage2, train, pairs_count=len(pairs)),
+        resume=resume,
+        force_resume=force_resume,
         show_progress=show_progress,
     )
-    summary = trainer.train(resume=resume, force=force_resume)
-    stages = list(model.metadata.get("stages", []))
-    stages.append(_stage_record("stage2", stage2, train, summary, pairs_count=len(pairs)))
+
+
+def _train_and_save(
+    model: LBRModel,
+    objective: nn.Module,
+    examples: list[Any],
+    collate: Any,
+    train: TrainConfig,
+    *,
+    stage: str,
+    settings: dict[str, Any],
+    model_config: ModelConfig,
+    record: dict[str, Any],
+    resume: bool,
+    force_resume: bool,
+    show_progress: bool,
+) -> LBRModel:
+    """Train one stage, then save the model with this stage appended to its history."""
+    trainer = Trainer(
+        model,
+        objective,
+        examples,
+        collate,
+        train,
+        run_config={
+            "stage": stage,
+            "model": dataclasses.asdict(model_config),
+            stage: settings,
+            "train": dataclasses.asdict(train),
+        },
+        stage=stage,
+        show_progress=show_progress,
+    )
+    record["final"] = trainer.train(resume=resume, force=force_resume)
+    stages = [*model.metadata.get("stages", []), record]
     trainer.save_model({"stages": stages})
     trainer.finish()
     return model
