@@ -67,6 +67,9 @@ class PairCollator:
     ) -> None:
         self.model = model
         self.pool = [pair.positive for pair in pairs]
+        # With a single distinct positive there is no "other" document to draw: allow repeats
+        # (otherwise the loop below would never end).
+        self.single_positive = len(set(self.pool)) <= 1
         self.num_negatives = num_negatives
         self.query_instruction = query_instruction
         self.max_query_length = max_query_length
@@ -78,7 +81,7 @@ class PairCollator:
             chosen = list(pair.negatives[: self.num_negatives])
             while len(chosen) < self.num_negatives:
                 index = int(torch.randint(len(self.pool), (1,), generator=generator))
-                if self.pool[index] != pair.positive or len(self.pool) == 1:
+                if self.pool[index] != pair.positive or self.single_positive:
                     chosen.append(self.pool[index])
             negatives.extend(chosen)
         documents = [pair.positive for pair in pairs] + negatives
