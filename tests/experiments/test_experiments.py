@@ -31,6 +31,20 @@ def test_tasks_share_stage1_and_evaluate_untrained_methods_once(tmp_path):
     assert evaluations.count("lbr") == 4
 
 
+def test_baselines_without_stage1_are_trained_once_for_both_settings(tmp_path):
+    experiment = Experiment(
+        output=tmp_path,
+        domains=("code",),
+        settings=("open", "closed"),
+        seeds=(0,),
+        methods=("llm_cl", "llm_cl_matched", "lbr"),
+    )
+    stage2 = [(args["method"], args["setting"]) for kind, args, _ in experiment.tasks() if kind == "stage2"]
+    assert stage2.count(("llm_cl", "open")) == 1 and ("llm_cl", "closed") not in stage2
+    assert ("lbr", "open") in stage2 and ("lbr", "closed") in stage2
+    assert experiment.run_dir("code", "closed", "llm_cl", 0) == experiment.run_dir("code", "open", "llm_cl", 0)
+
+
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown method"):
         Experiment(output=tmp_path, methods=("lbr", "magic"))
@@ -86,13 +100,14 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert sorted(p.name for p in runs.iterdir()) == [
         "clm_cl-seed0",
         "lbr-seed0",
-        "llm_cl-seed0",
-        "llm_cl_matched-seed0",
         "stage1-clm-seed0",
         "stage1-ib-seed0",
     ]
+    # Baselines that read no stage-1 corpus are trained once for every knowledge setting.
+    shared = out / "runs/medical/any"
+    assert sorted(p.name for p in shared.iterdir()) == ["llm_cl-seed0", "llm_cl_matched-seed0"]
     steps = {
-        name: len((runs / f"{name}-seed0/train_log.jsonl").read_text().splitlines())
+        name: len((shared / f"{name}-seed0/train_log.jsonl").read_text().splitlines())
         for name in ("llm_cl", "llm_cl_matched")
     }
     assert steps["llm_cl_matched"] > steps["llm_cl"]
@@ -104,7 +119,10 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
 
     # Rerunning finds every cell done and trains nothing.
     def stamps():
-        return {p: p.stat().st_mtime_ns for p in [*(out / "results").rglob("*.json"), *runs.rglob("*.safetensors")]}
+        return {
+            p: p.stat().st_mtime_ns
+            for p in [*(out / "results").rglob("*.json"), *(out / "runs").rglob("*.safetensors")]
+        }
 
     before = stamps()
     assert main(argv) == 0
