@@ -458,7 +458,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"Budget: {json.dumps(budget)}\n\n"
         f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain:\n\n{table}\n\n"
         "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
-        "pairs.train.jsonl; only evaluation read the qrels of the evaluated split. See each data/<domain>/DATASHEET.md.\n"
+        "pairs.train.jsonl; only evaluation read the qrels of the evaluated split.\n"
+        "See each data/<domain>/DATASHEET.md.\n"
     )
     (experiment.output / "report.md").write_text(text, encoding="utf-8")
     (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
