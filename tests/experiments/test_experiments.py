@@ -142,3 +142,19 @@ def test_dev_split_evaluation_is_kept_apart_from_test(tmp_path):
     assert test.run()[0]["split"] == "test" and dev_queries > 0
     with pytest.raises(ConfigError, match="eval_split"):
         Experiment(output=tmp_path, eval_split="train")
+
+
+def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "demo"
+    argv = ["demo", "--model", str(tiny_model_dir), "--domains", "code", "--budget", "tiny", "--output", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for label in ("BM25", "MiniLM-L6 (off the shelf)", "base (untrained)", "LLM+CL", "| LBR |"):
+        assert label in printed
+    records = json.loads((out / "results.json").read_text())
+    assert sorted(r["method"] for r in records) == ["base", "bm25", "lbr", "llm_cl", "minilm"]
+    assert (out / "ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
