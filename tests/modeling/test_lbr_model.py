@@ -172,3 +172,17 @@ def test_length_chunked_passes_equal_one_pass(model_config):
         one = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"])
         chunked = model.decoder_loss(prefix, targets["input_ids"], targets["attention_mask"], token_budget=10)
         torch.testing.assert_close(one, chunked, atol=1e-5, rtol=1e-5)
+
+
+def test_a_relative_base_path_is_recorded_absolute(model_config, tmp_path, monkeypatch):
+    import dataclasses
+    import os
+
+    monkeypatch.chdir(os.path.dirname(model_config.model))
+    relative = dataclasses.replace(model_config, model=os.path.basename(model_config.model))
+    model = LBRModel.build(relative)
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "lbr_config.json").read_text())
+    assert saved["model"]["model"] == model_config.model
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_allclose(LBRModel.load(tmp_path / "m").encode(TEXTS), model.encode(TEXTS), atol=1e-6)

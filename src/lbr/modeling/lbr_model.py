@@ -85,6 +85,9 @@ class LBRModel(nn.Module):
         """A trainable model from a base LLM (the start of stage 1, or stage 2 for LLM+CL)."""
         if seed is not None:
             torch.manual_seed(seed)
+        if Path(config.model).expanduser().exists():
+            # Saved models record their base; a relative path would break from another directory.
+            config = dataclasses.replace(config, model=str(Path(config.model).expanduser().resolve()))
         causal_lm, tokenizer = load_causal_lm(config.model, trust_remote_code=config.trust_remote_code)
         add_bottleneck_tokens(causal_lm, tokenizer, config.num_bottleneck_tokens)
         if config.tuning == "lora":
