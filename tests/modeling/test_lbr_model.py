@@ -186,3 +186,19 @@ def test_a_relative_base_path_is_recorded_absolute(model_config, tmp_path, monke
     assert saved["model"]["model"] == model_config.model
     monkeypatch.chdir(tmp_path)
     np.testing.assert_allclose(LBRModel.load(tmp_path / "m").encode(TEXTS), model.encode(TEXTS), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda d: (d / "lbr_config.json").write_text("{"), "lbr_config.json: unreadable"),
+        (lambda d: (d / "lbr_config.json").write_text("[]"), "expected a JSON object"),
+        (lambda d: (d / "lbr_modules.safetensors").write_bytes(b"\x00" * 10), "damaged model directory"),
+        (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x05\x00"), "damaged model directory"),
+    ],
+)
+def test_a_damaged_model_directory_is_a_clear_error(model_config, tmp_path, damage, message):
+    LBRModel.build(model_config).save(tmp_path / "m")
+    damage(tmp_path / "m")
+    with pytest.raises(ConfigError, match=message):
+        LBRModel.load(tmp_path / "m")

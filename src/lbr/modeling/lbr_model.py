@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -32,8 +33,12 @@ from lbr.modeling.loading import check_no_custom_code, load_causal_lm
 LBR_CONFIG_NAME = "lbr_config.json"
 LBR_MODULES_NAME = "lbr_modules.safetensors"
 FORMAT_VERSION = 1
-STALE_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "model*.safetensors",
-                      "model.safetensors.index.json")
+STALE_WEIGHT_FILES = (
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "model*.safetensors",
+    "model.safetensors.index.json",
+)
 
 
 def bottleneck_token_names(k: int) -> list[str]:
@@ -116,12 +121,21 @@ class LBRModel(nn.Module):
         config_file = path / LBR_CONFIG_NAME
         if not config_file.exists():
             raise ConfigError(f"{path}: not an lbr model directory (no {LBR_CONFIG_NAME})")
-        saved = json.loads(config_file.read_text(encoding="utf-8"))
-        if saved.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(f"{config_file}: unsupported format_version {saved.get('format_version')}")
+        saved = _read_saved_config(config_file)
         model_values = dict(saved["model"])
         model_values["trust_remote_code"] = trust_remote_code
         config = from_dict(ModelConfig, model_values, source=str(config_file))
+        try:
+            return cls._load_weights(path, saved, config, trainable=trainable, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+            # A truncated or hand-edited file: say which directory, not a deep traceback.
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"{path}: damaged model directory ({type(err).__name__}: {first_line})") from None
+
+    @classmethod
+    def _load_weights(
+        cls, path: Path, saved: dict[str, Any], config: ModelConfig, *, trainable: bool, trust_remote_code: bool
+    ) -> LBRModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -430,6 +444,24 @@ class LBRModel(nn.Module):
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+
+def _read_saved_config(config_file: Path) -> dict[str, Any]:
+    """lbr_config.json, checked enough that loading fails with a clear message."""
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{config_file}: unreadable ({err})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{config_file}: expected a JSON object")
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(f"{config_file}: unsupported format_version {saved.get('format_version')!r}")
+    for key, kind in (("model", dict), ("weights", str)):
+        if not isinstance(saved.get(key), kind):
+            raise ConfigError(f"{config_file}: field '{key}' is missing or not a {kind.__name__}")
+    if saved["weights"] not in ("adapter", "merged", "full"):
+        raise ConfigError(f"{config_file}: field 'weights' must be adapter, merged or full")
+    return saved
 
 
 def length_chunks(lengths: torch.Tensor, token_budget: int) -> list[torch.Tensor]:
