@@ -145,6 +145,10 @@ class LBRModel(nn.Module):
             causal_lm, _ = load_causal_lm(config.model, trust_remote_code=trust_remote_code)
             add_bottleneck_tokens(causal_lm, tokenizer, config.num_bottleneck_tokens, tokenizer_has_tokens=True)
             causal_lm = PeftModel.from_pretrained(causal_lm, path, is_trainable=trainable)
+            if not trainable:
+                # Inference only: fold the adapter into the weights, which removes the LoRA
+                # matmuls from every layer (encoding measured ~20% faster; benchmarks/speed.py).
+                causal_lm = causal_lm.merge_and_unload()
         else:
             check_no_custom_code(path, trust_remote_code=trust_remote_code)
             causal_lm = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
