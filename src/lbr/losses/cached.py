@@ -71,22 +71,32 @@ class CachedStage2Loss(nn.Module):
         _, z = self.model.encode_hidden(ids[:, :width], mask[:, :width], token_budget=self.token_budget)
         return self.model.pool(z)
 
-    def _mini_batches(self, ids: torch.Tensor) -> list[slice]:
-        size = self.mini_batch_size
-        return [slice(start, start + size) for start in range(0, ids.shape[0], size)]
+    def _mini_batches(self, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Row indices, longest rows first, ``mini_batch_size`` at a time.
+
+        Sorting by length first means each mini-batch holds rows of similar length, so little
+        compute goes to padding.
+        """
+        order = torch.argsort(mask.sum(dim=1), descending=True, stable=True)
+        return list(order.split(self.mini_batch_size))
 
     def _embed_without_grad(
         self, ids: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, list[tuple[slice, torch.Tensor, list[torch.Tensor]]]]:
-        """Step 1: all embeddings without autograd, plus what step 3 needs to redo each pass."""
-        chunks, replay = [], []
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]]:
+        """Step 1: all embeddings (in input order) without autograd, plus what step 3 needs."""
+        replay = []
+        embeddings: torch.Tensor | None = None
         with torch.no_grad():
-            for rows in self._mini_batches(ids):
+            for rows in self._mini_batches(mask):
                 cpu_state = torch.get_rng_state()
                 cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-                chunks.append(self._embed(ids[rows], mask[rows]))
+                emb = self._embed(ids[rows], mask[rows])  # (b, d)
+                if embeddings is None:
+                    embeddings = emb.new_empty(ids.shape[0], emb.shape[1])
+                embeddings[rows] = emb
                 replay.append((rows, cpu_state, cuda_states))
-        return torch.cat(chunks), replay
+        assert embeddings is not None
+        return embeddings, replay
 
     # ------------------------------------------------------------------ loss
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
