@@ -30,7 +30,7 @@ import json
 import os
 import platform
 import random
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -57,10 +57,10 @@ class Sizes:
     stage2_batch: int = 16  # (query, positive, hard negative) triples per stage-2 step
     max_document_length: int = 128
     cache_mini_batch: int = 8
-    encode_docs: int = 200
+    encode_docs: int = 160
     encode_batch: int = 32
     encode_max_length: int = 256
-    train_reps: int = 5
+    train_reps: int = 4
     encode_reps: int = 3
     search_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
     search_queries: int = 200
@@ -381,11 +381,37 @@ def make_steps(lbr: Any, st: Any | None, sizes: Sizes, *, stage2_batch: int | No
 # ---------------------------------------------------------------------------------------- sections
 
 
-def section_training(lbr: Any, st: Any, sizes: Sizes, bf16: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def section_training(
+    lbr: Any, st: Any, sizes: Sizes, bf16: bool, sections: set[str], log: Callable[[str], None]
+) -> dict[str, Any]:
     built = make_steps(lbr, st, sizes)
     steps, info = built["steps"], built["info"]
     out: dict[str, Any] = {"info": info}
+    if "cached" in sections:
+        log("== stage 2: cached (GradCache) loss vs the plain loss")
+        variants = {
+            "lbr_stage2[no-gc]": steps["lbr_stage2"](False),
+            "lbr_stage2_cached[no-gc]": steps["lbr_stage2_cached"](False),
+            "lbr_stage2[gc]": steps["lbr_stage2"](True),
+            "lbr_stage2_cached[gc]": steps["lbr_stage2_cached"](True),
+        }
+        times = timed_interleaved(variants, sizes.train_reps, log=log)
+        out["cached"] = {
+            "times": times,
+            "vs_plain": summarise(times, "lbr_stage2[no-gc]", info["stage2_text_tokens"], "tokens"),
+        }
+    if "stage1" in sections:
+        out.update(_stage1(steps, info, sizes, bf16, log))
+    if "stage2" in sections:
+        out.update(_stage2(steps, info, sizes, bf16, log))
+    set_checkpointing(lbr.causal_lm, False)
+    if st is not None:
+        set_checkpointing(st[0].model, False)
+    return out
 
+
+def _stage1(steps: dict[str, Callable], info: dict[str, Any], sizes: Sizes, bf16: bool, log: Callable) -> dict:
+    out = {}
     log("== stage 1 vs plain HF causal-LM step")
     variants = {
         "hf_clm[gc]": steps["hf_clm"](True),
@@ -405,7 +431,11 @@ def section_training(lbr: Any, st: Any, sizes: Sizes, bf16: bool, log: Callable[
         "gc_cost": summarise({k: times[k] for k in ("lbr_stage1[no-gc]", "lbr_stage1[gc]")}, "lbr_stage1[no-gc]",
                              info["stage1_text_tokens"], "tokens"),
     }  # fmt: skip
+    return out
 
+
+def _stage2(steps: dict[str, Callable], info: dict[str, Any], sizes: Sizes, bf16: bool, log: Callable) -> dict:
+    out = {}
     log("== stage 2 vs sentence-transformers MultipleNegativesRankingLoss step")
     variants = {
         "st_mnrl[gc]": steps["st_mnrl"](True),
@@ -426,8 +456,6 @@ def section_training(lbr: Any, st: Any, sizes: Sizes, bf16: bool, log: Callable[
         "gc_cost": summarise({k: times[k] for k in ("lbr_stage2[no-gc]", "lbr_stage2[gc]")}, "lbr_stage2[no-gc]",
                              info["stage2_text_tokens"], "tokens"),
     }  # fmt: skip
-    set_checkpointing(lbr.causal_lm, False)
-    set_checkpointing(st[0].model, False)
     return out
 
 
@@ -548,6 +576,9 @@ def section_search(sizes: Sizes, hidden: int, texts_per_s: float | None, log: Ca
 
 
 MEMORY_PROBES = (
+    "hf_clm[gc]",
+    "st_mnrl[gc]",
+    "st_mnrl[no-gc]",
     "lbr_stage1[gc]",
     "lbr_stage1[no-gc]",
     "lbr_stage2[gc]",
@@ -555,6 +586,7 @@ MEMORY_PROBES = (
     "lbr_stage2_cached[no-gc]",
     "lbr_stage2[gc,big]",
     "lbr_stage2_cached[no-gc,big]",
+    "lbr_stage2_cached[gc,big]",
     "lbr_encode",
 )
 
@@ -567,6 +599,7 @@ def run_probe(name: str, sizes: Sizes) -> dict[str, Any]:
     big = name.endswith(",big]")
     stage2_batch = sizes.memory_big_batch if big else None
     loaded = rss_mb()
+    load_peak = peak_rss_mb()
     gc_on = "[gc" in name
     reset_ok = reset_peak_rss()
     started = time.perf_counter()
@@ -585,16 +618,20 @@ def run_probe(name: str, sizes: Sizes) -> dict[str, Any]:
         "probe": name,
         "rss_after_load_mb": loaded,
         "step_peak_mb": peak_rss_mb() if reset_ok else None,
-        "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM of this process before the reset: loading is not the peak.
+        # (ru_maxrss is not used: after fork+exec it starts from the parent's peak.)
+        "load_peak_mb": load_peak,
         "step_s": seconds,
         "note": batch_note,
     }
 
 
-def section_memory(sizes: Sizes, quick: bool, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def section_memory(
+    sizes: Sizes, quick: bool, probes: tuple[str, ...], log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     log("== memory: one step per probe, each in a fresh subprocess")
     rows = []
-    for name in MEMORY_PROBES:
+    for name in probes:
         command = [sys.executable, str(Path(__file__).resolve()), "--probe", name] + (["--quick"] if quick else [])
         result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -642,8 +679,11 @@ def markdown(results: dict[str, Any]) -> str:
         training = results["training"]
         lines.append(f"Training batches: {json.dumps(training['info'])}\n")
         for stage, keys in (("stage1", ("vs_hf_gc", "vs_hf_no_gc", "gc_cost")),
-                            ("stage2", ("vs_st_gc", "vs_st_no_gc", "gc_cost"))):  # fmt: skip
+                            ("stage2", ("vs_st_gc", "vs_st_no_gc", "gc_cost")),
+                            ("cached", ("vs_plain",))):  # fmt: skip
             for key in keys:
+                if stage not in training:
+                    continue
                 lines.append(f"## {stage}: {key}\n")
                 table(training[stage][key], "tokens")
     if "encode" in results:
@@ -653,7 +693,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"Agreement with fp32 lbr: {json.dumps(encode['agreement'])}\n")
     if "memory" in results:
         lines.append("## memory (MB; step peak = VmHWM after a reset right after loading)\n")
-        lines.append("| probe | RSS after load | step peak | step peak - load | process peak | step s | note |")
+        lines.append("| probe | RSS after load | peak while loading | step peak | step peak - load | step s | note |")
         lines.append("|---|---|---|---|---|---|---|")
         for row in results["memory"]:
             if "error" in row:
@@ -663,8 +703,8 @@ def markdown(results: dict[str, Any]) -> str:
             extra = f"{peak - row['rss_after_load_mb']:.0f}" if peak is not None else "n/a"
             peak_text = f"{peak:.0f}" if peak is not None else "n/a"
             lines.append(
-                f"| {row['probe']} | {row['rss_after_load_mb']:.0f} | {peak_text} | {extra} | "
-                f"{row['process_peak_mb']:.0f} | {row['step_s']:.1f} | {row['note']} |"
+                f"| {row['probe']} | {row['rss_after_load_mb']:.0f} | {row['load_peak_mb']:.0f} | {peak_text} | "
+                f"{extra} | {row['step_s']:.1f} | {row['note']} |"
             )
         lines.append("")
     if "search" in results:
@@ -691,7 +731,12 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
-    parser.add_argument("--sections", default="training,encode,search,memory", help="comma-separated sections")
+    parser.add_argument(
+        "--sections",
+        default="stage1,stage2,encode,search,memory",
+        help="comma-separated: stage1, stage2, cached (cached vs plain stage-2 loss), encode, search, memory",
+    )
+    parser.add_argument("--probes", default=",".join(MEMORY_PROBES), help="memory probes to run (comma-separated)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
     parser.add_argument("--json", default="", help="write all results here (default: benchmarks/results/)")
     parser.add_argument("--probe", default="", help=argparse.SUPPRESS)  # internal: one memory probe
@@ -701,6 +746,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_probe(args.probe, sizes)))
         return 0
 
+    # Probe names hold commas inside brackets ("lbr_stage2[gc,big]"): split outside them only.
+    probes = tuple(name.strip() for name in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.probes) if name.strip())
+    unknown = sorted(set(probes) - set(MEMORY_PROBES))
+    if unknown:
+        parser.error(f"unknown probe(s) {', '.join(unknown)}; choose from {', '.join(MEMORY_PROBES)}")
     torch.manual_seed(0)
     started = time.perf_counter()
     sections = set(args.sections.split(","))
@@ -712,12 +762,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine(), "sizes": dataclasses.asdict(sizes), "command": sys.argv}
     log(f"machine: {results['machine']['cpu_model']}, {results['machine']['cores']} cores")
     lbr = st = None
-    if sections & {"training", "encode"}:
+    if sections & {"stage1", "stage2", "cached", "encode"}:
         lbr = build_lbr()
-        st = build_st(sizes.max_document_length)
+        st = build_st(sizes.max_document_length) if sections & {"stage2", "encode"} else None
         log(f"models built; RSS {rss_mb():.0f} MB")
-    if "training" in sections:
-        results["training"] = section_training(lbr, st, sizes, bf16, log)
+    if sections & {"stage1", "stage2", "cached"}:
+        results["training"] = section_training(lbr, st, sizes, bf16, sections, log)
+        results["training"]["main_process_peak_mb"] = peak_rss_mb()
     texts_per_s = None
     if "encode" in sections:
         results["encode"] = section_encode(lbr, st, sizes, bf16, log)
@@ -728,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     if "search" in sections:
         results["search"] = section_search(sizes, hidden, texts_per_s, log)
     if "memory" in sections:
-        results["memory"] = section_memory(sizes, args.quick, log)
+        results["memory"] = section_memory(sizes, args.quick, probes, log)
     results["wall_s"] = time.perf_counter() - started
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     default = ROOT / "benchmarks" / "results" / ("speed-quick.json" if args.quick else "speed.json")
