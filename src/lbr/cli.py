@@ -171,7 +171,10 @@ def run_encode(args: argparse.Namespace) -> int:
     state = PartialState()
     with state.split_between_processes(texts) as shard:
         local = encode(
-            shard, batch_size=args.batch_size, show_progress_bar=not args.no_progress and state.is_main_process
+            shard,
+            batch_size=args.batch_size,
+            show_progress_bar=not args.no_progress and state.is_main_process,
+            precision="bfloat16" if args.bf16 else "float32",
         )
     shards = gather_object([local]) if state.num_processes > 1 else [local]
     if not state.is_main_process:
@@ -234,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--id-field", default="_id", help="jsonl id field (default: _id; line order if absent)")
     encode.add_argument("--text-field", default="text")
     encode.add_argument("--max-line-bytes", type=int, default=1_000_000)
+    encode.add_argument("--bf16", action="store_true", help="bfloat16 autocast: ~1.9x faster on CPUs with AMX")
     encode.add_argument("--overwrite", action="store_true")
     encode.add_argument("--trust-remote-code", action="store_true")
     encode.add_argument("--no-progress", action="store_true")

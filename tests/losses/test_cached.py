@@ -112,14 +112,3 @@ def test_represent_with_cache_mini_batch_trains_and_records_it(model_config, pai
     fresh = LBRModel.build(model_config, seed=train.seed).trainable_parameters()
     for name, tensor in model.trainable_parameters().items():
         assert not torch.equal(tensor.detach(), fresh[name].detach()), name
-
-
-def test_represent_without_cache_keeps_the_old_run_config(model_config, pairs_file, tmp_path):
-    """A run started before ``cache_mini_batch`` existed must still resume: the key is absent when 0."""
-    from lbr.training import represent
-
-    stage2 = Stage2Config(pairs=str(pairs_file), gen_weight=0.0)
-    train = TrainConfig(output=str(tmp_path / "s2"), max_steps=1, batch_size=4, save_steps=0)
-    represent(model_config, stage2, train, show_progress=False)
-    run = json.loads((tmp_path / "s2" / "run_config.json").read_text())
-    assert "cache_mini_batch" not in run["stage2"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,3 +180,31 @@ def test_non_finite_loss_stops_without_saving(model_config, corpus_file, tmp_pat
     with pytest.raises(TrainingError, match="non-finite loss at step 1"):
         learn(model_config, Stage1Config(corpus=str(corpus_file)), _train_config(tmp_path / "nan"), show_progress=False)
     assert not (tmp_path / "nan" / "lbr_config.json").exists()
+
+
+def test_a_setting_added_since_the_run_started_does_not_block_resume():
+    from lbr.training.trainer import config_differences
+
+    saved = {"train": {"batch_size": 4}}
+    current = {"train": {"batch_size": 4, "bf16": False}}
+    assert config_differences(saved, current, defaults={"train": {"bf16": False}}) == []
+    current["train"]["bf16"] = True
+    assert config_differences(saved, current, defaults={"train": {"bf16": False}}) == ["train.bf16: '<unset>' -> True"]
+
+
+def test_bf16_autocast_trains_and_keeps_float32_weights(model_config, corpus_file, tmp_path):
+    model = learn(
+        model_config,
+        Stage1Config(corpus=str(corpus_file), segment_length=8),
+        _train_config(tmp_path / "bf16", bf16=True),
+        show_progress=False,
+    )
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters().values())
+    log = [json.loads(line) for line in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(np.isfinite(row["loss"]) for row in log)
+    bf16 = model.encode(["heart defect", "acid"], precision="bfloat16")
+    fp32 = model.encode(["heart defect", "acid"])
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    with pytest.raises(ConfigError, match="precision"):
+        model.encode(["x"], precision="fp8")

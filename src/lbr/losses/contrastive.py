@@ -36,7 +36,9 @@ class InfoNCELoss(nn.Module):
             labels: (B,) index in d_emb of each query's positive.
             false_negative_mask: (B, N) True where a document must not count as a negative.
         """
-        scores = q_emb @ d_emb.T / self.temperature  # (B, N)
+        # In float32 even under bf16 autocast: scores are divided by a small temperature.
+        with torch.autocast(device_type=q_emb.device.type, enabled=False):
+            scores = q_emb.float() @ d_emb.float().T / self.temperature  # (B, N)
         if false_negative_mask is not None:
             scores = scores.masked_fill(false_negative_mask, float("-inf"))
         return F.cross_entropy(scores, labels)

@@ -322,7 +322,8 @@ class LBRModel(nn.Module):
         for rows in length_chunks(lengths, token_budget):
             width = int(lengths[rows].max())
             chunk = self.hidden_states(self.embed_inputs(input_ids[rows, :width]), attention_mask[rows, :width])
-            hidden = hidden.index_copy(0, rows, F.pad(chunk, (0, 0, 0, input_ids.shape[1] - width)))
+            chunk = F.pad(chunk.to(hidden.dtype), (0, 0, 0, input_ids.shape[1] - width))  # autocast may give bf16
+            hidden = hidden.index_copy(0, rows, chunk)
         # Right padding: row i's bottleneck occupies positions len_i - k .. len_i - 1.
         positions = lengths.unsqueeze(1) - self.k + torch.arange(self.k, device=hidden.device)
         z = hidden[torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1), positions]
@@ -400,8 +401,12 @@ class LBRModel(nn.Module):
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         max_length: int | None = None,
+        precision: str = "float32",
     ) -> np.ndarray | torch.Tensor:
         """Embed texts, sentence-transformers style.
+
+        ``precision="bfloat16"`` autocasts the matmuls (about 1.9x faster on a CPU with AMX,
+        see docs/PERFORMANCE.md); outputs are float32 either way.
 
         Texts are sorted by length so each batch carries little padding, then the output is put
         back in input order. A single string gives a 1-D result.
@@ -422,7 +427,10 @@ class LBRModel(nn.Module):
         for start in tqdm(range(0, len(texts), batch_size), desc="encode", disable=not show_progress_bar, unit="batch"):
             batch_texts = [texts[i] for i in order[start : start + batch_size]]
             features = self.tokenize(batch_texts, max_length)
-            _, z = self.encode_hidden(features["input_ids"].to(self.device), features["attention_mask"].to(self.device))
+            with autocast(self.device, precision):
+                _, z = self.encode_hidden(
+                    features["input_ids"].to(self.device), features["attention_mask"].to(self.device)
+                )
             chunks.append(self.pool(z, normalize=normalize_embeddings).float().cpu())
         self.train(was_training)
         if not chunks:
@@ -448,6 +456,13 @@ class LBRModel(nn.Module):
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """A bfloat16 autocast context for ``precision="bfloat16"``, else a no-op."""
+    if precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"precision must be float32 or bfloat16, not {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def _read_saved_config(config_file: Path) -> dict[str, Any]:

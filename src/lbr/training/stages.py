@@ -144,10 +144,6 @@ def represent(
         )
     else:
         objective = Stage2Loss(model, stage2, token_budget=train.token_budget)
-    stage2_record = dataclasses.asdict(stage2)
-    if not stage2.cache_mini_batch:
-        # Runs started before the option existed must still resume without a config difference.
-        del stage2_record["cache_mini_batch"]
     return _train_and_save(
         model,
         objective,
@@ -155,7 +151,7 @@ def represent(
         collate,
         train,
         stage="stage2",
-        settings=stage2_record,
+        settings=dataclasses.asdict(stage2),
         model_config=model_config,
         record=_stage_record("stage2", stage2, train, pairs_count=len(pairs)),
         resume=resume,

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lbr.config import TrainConfig
 from lbr.errors import ConfigError, LBRError
-from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel
+from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel, autocast
 from lbr.training.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 
 RUN_CONFIG_NAME = "run_config.json"
@@ -50,16 +50,36 @@ def prepare_output_dir(output: Path, *, resume: bool, overwrite: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable differences between two nested config dicts."""
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = "", defaults: dict[str, Any] | None = None
+) -> list[str]:
+    """Human-readable differences between two nested config dicts.
+
+    A setting added to lbr after ``saved`` was written is no difference when ``current`` holds
+    its default (``defaults`` mirrors the nesting), so runs resume across such upgrades.
+    """
+    defaults = defaults or {}
     diffs = []
     for key in sorted(set(saved) | set(current)):
         old, new = saved.get(key, "<unset>"), current.get(key, "<unset>")
         if isinstance(old, dict) and isinstance(new, dict):
-            diffs.extend(config_differences(old, new, f"{prefix}{key}."))
+            diffs.extend(config_differences(old, new, f"{prefix}{key}.", defaults.get(key)))
+        elif key not in saved and key in defaults and new == defaults[key]:
+            continue
         elif old != new:
             diffs.append(f"{prefix}{key}: {old!r} -> {new!r}")
     return diffs
+
+
+def _config_defaults() -> dict[str, Any]:
+    from lbr.config import ModelConfig, Stage1Config, Stage2Config
+
+    return {
+        "model": dataclasses.asdict(ModelConfig()),
+        "stage1": dataclasses.asdict(Stage1Config()),
+        "stage2": dataclasses.asdict(Stage2Config()),
+        "train": dataclasses.asdict(TrainConfig()),
+    }
 
 
 # Settings that may change on resume without changing the computation.
@@ -178,7 +198,8 @@ class Trainer:
                 batch = {name: tensor.to(self.accelerator.device) for name, tensor in batch.items()}
                 sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(self.objective)
                 with sync:
-                    terms = self.objective(batch)
+                    with autocast(self.accelerator.device, "bfloat16" if config.bf16 else "float32"):
+                        terms = self.objective(batch)
                     loss = terms["loss"]
                     if not torch.isfinite(loss):
                         self._fail_non_finite(step, terms)
@@ -267,7 +288,11 @@ class Trainer:
         saved_path = self.output / RUN_CONFIG_NAME
         if saved_path.exists():
             saved = json.loads(saved_path.read_text(encoding="utf-8"))
-            diffs = [d for d in config_differences(saved, self.run_config) if d.split(":")[0] not in _RESUME_SAFE]
+            diffs = [
+                d
+                for d in config_differences(saved, self.run_config, defaults=_config_defaults())
+                if d.split(":")[0] not in _RESUME_SAFE
+            ]
             if diffs and not force:
                 raise ConfigError(
                     f"{self.output}: the run config differs from the one being resumed:\n  "
