@@ -75,8 +75,8 @@ class Budget:
 
 
 BUDGETS = {
-    # About 6 minutes a domain on 2 CPU cores: shows the workflow, not the claim.
-    "demo": Budget(max_docs=300, stage1_steps=12, stage2_steps=12, stage1_batch_size=16, stage2_batch_size=16),
+    # About 7-8 minutes a domain on 2 CPU cores (measured: docs/DEMO.md): shows the workflow, not the claim.
+    "demo": Budget(max_docs=250, stage1_steps=10, stage2_steps=10, stage1_batch_size=16, stage2_batch_size=16),
     # A minute or two: for trying the command.
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
     # The benchmark: about 70 CPU-minutes per domain, setting and seed on this 2-core machine.
