@@ -31,8 +31,9 @@ import torch.distributed as dist
 from torch import nn
 
 from lbr.config import Stage2Config
+from lbr.distributed import gather_across_processes, process_rank
 from lbr.errors import ConfigError
-from lbr.losses.contrastive import InfoNCELoss, gather_across_processes, process_rank
+from lbr.losses.contrastive import InfoNCELoss
 from lbr.modeling.lbr_model import LBRModel
 
 
