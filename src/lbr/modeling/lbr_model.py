@@ -9,6 +9,7 @@ never sees the bottleneck tokens and the logits on x are those of the plain LM.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -462,7 +463,9 @@ def autocast(device: torch.device, precision: str) -> Any:
     """A bfloat16 autocast context for ``precision="bfloat16"``, else a no-op."""
     if precision not in ("float32", "bfloat16"):
         raise ConfigError(f"precision must be float32 or bfloat16, not {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    if precision == "float32":
+        return contextlib.nullcontext()  # leaves any autocast the caller opened in force
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _read_saved_config(config_file: Path) -> dict[str, Any]:
