@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lbr.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_jsonl
+from lbr.data.jsonl import DEFAULT_MAX_LINE_BYTES, iter_jsonl, iter_text_lines
 from lbr.errors import InputError
 
 Corpus = dict[str, dict[str, str]]
@@ -63,9 +63,7 @@ def load_queries(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYT
     """Read a BEIR ``queries.jsonl`` into ``{query_id: text}``."""
     queries: Queries = {}
     first_line: dict[str, int] = {}
-    for line, record in iter_jsonl(
-        path, required={"_id": (str, int), "text": str}, max_line_bytes=max_line_bytes
-    ):
+    for line, record in iter_jsonl(path, required={"_id": (str, int), "text": str}, max_line_bytes=max_line_bytes):
         query_id = _check_id(path, line, record["_id"], first_line)
         if not record["text"].strip():
             raise InputError(path, "empty query", line=line, field="text")
@@ -88,32 +86,17 @@ def load_qrels(
     path = Path(path)
     _check_file(path)
     rows: list[tuple[int, list[str]]] = []
-    # Read bytes line by line (as iter_jsonl does) so that a bad byte or an oversized line is
-    # reported with its line number instead of escaping as a UnicodeDecodeError or csv.Error.
-    with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if len(raw) > max_line_bytes:
-                raise InputError(
-                    path,
-                    f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,} "
-                    "(raise it with --max-line-bytes)",
-                    line=line,
-                )
-            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line) from None
-            try:
-                row = next(csv.reader([text.rstrip("\r\n")], delimiter="\t"), [])
-            except csv.Error as err:  # e.g. a field over csv's own 128 KiB limit
-                raise InputError(path, f"unreadable TSV row: {err}", line=line) from None
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if not rows and line == 1 and tuple(c.strip().lower() for c in row) == QRELS_HEADER:
-                continue
-            rows.append((line, row))
+    # Line by line, so that a bad byte, an oversized line or a csv error names its line.
+    for line, text in iter_text_lines(path, max_line_bytes=max_line_bytes):
+        try:
+            row = next(csv.reader([text.rstrip("\r\n")], delimiter="\t"), [])
+        except csv.Error as err:  # e.g. a field over csv's own 128 KiB limit
+            raise InputError(path, f"unreadable TSV row: {err}", line=line) from None
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if not rows and line == 1 and tuple(c.strip().lower() for c in row) == QRELS_HEADER:
+            continue
+        rows.append((line, row))
     return _qrels_from_rows(str(path), rows, queries, corpus)
 
 
@@ -148,9 +131,7 @@ def load_beir(
         qrels_path = root / "qrels" / f"{split}.tsv"
         if not qrels_path.exists():
             found = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
-            raise InputError(
-                qrels_path, f"no qrels for split '{split}' (found: {', '.join(found) or 'none'})"
-            )
+            raise InputError(qrels_path, f"no qrels for split '{split}' (found: {', '.join(found) or 'none'})")
         corpus = load_corpus(root / "corpus.jsonl", max_line_bytes=max_line_bytes)
         queries = load_queries(root / "queries.jsonl", max_line_bytes=max_line_bytes)
         qrels = load_qrels(qrels_path, queries, corpus, max_line_bytes=max_line_bytes)
@@ -162,9 +143,7 @@ def load_beir(
 def load_pairs(path: str | Path) -> list[dict[str, Any]]:
     """Read stage-2 pairs ``{"query", "positive", "negatives": [...]}`` (negatives optional)."""
     pairs = []
-    for line, record in iter_jsonl(
-        path, required={"query": str, "positive": str}, optional={"negatives": list}
-    ):
+    for line, record in iter_jsonl(path, required={"query": str, "positive": str}, optional={"negatives": list}):
         negatives = record.get("negatives") or []
         for i, negative in enumerate(negatives):
             if not isinstance(negative, str):
@@ -177,9 +156,7 @@ def load_pairs(path: str | Path) -> list[dict[str, Any]]:
         for field in ("query", "positive"):
             if not record[field].strip():
                 raise InputError(path, "empty text", line=line, field=field)
-        pairs.append(
-            {"query": record["query"], "positive": record["positive"], "negatives": negatives}
-        )
+        pairs.append({"query": record["query"], "positive": record["positive"], "negatives": negatives})
     return pairs
 
 
@@ -235,9 +212,7 @@ def load_hf_beir(name: str, split: str = "test") -> tuple[Corpus, Queries, Qrels
         except Exception as err:
             raise InputError(qrels_label, f"cannot load qrels: {err}") from None
     if split not in qrels_sets:
-        raise InputError(
-            qrels_label, f"no qrels for split '{split}' (found: {', '.join(sorted(qrels_sets))})"
-        )
+        raise InputError(qrels_label, f"no qrels for split '{split}' (found: {', '.join(sorted(qrels_sets))})")
     rows = []
     for line, row in enumerate(qrels_sets[split], start=1):
         _require_fields(qrels_label, line, row, QRELS_HEADER)
@@ -282,9 +257,7 @@ def _qrels_from_rows(
         try:
             score = int(raw_score)
         except ValueError:
-            raise InputError(
-                label, f"expected an integer, got {raw_score!r}", line=line, field="score"
-            ) from None
+            raise InputError(label, f"expected an integer, got {raw_score!r}", line=line, field="score") from None
         if queries is not None and query_id not in queries:
             raise InputError(
                 label,
@@ -316,13 +289,9 @@ def _qrels_from_rows(
     return qrels
 
 
-def _check_id(
-    path: str | Path, line: int, raw: Any, first_line: dict[str, int], field: str = "_id"
-) -> str:
+def _check_id(path: str | Path, line: int, raw: Any, first_line: dict[str, int], field: str = "_id") -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise InputError(
-            path, f"expected str or int, got {type(raw).__name__}", line=line, field=field
-        )
+        raise InputError(path, f"expected str or int, got {type(raw).__name__}", line=line, field=field)
     value = str(raw).strip()
     if not value:
         raise InputError(path, "empty id", line=line, field=field)

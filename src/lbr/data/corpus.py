@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lbr.data.jsonl import iter_jsonl
+from lbr.data.jsonl import iter_jsonl, iter_text_lines
 from lbr.errors import InputError
 
 CORPUS_SUFFIXES = (".txt", ".jsonl")
@@ -55,23 +55,14 @@ def read_corpus(path: str | Path, *, text_field: str = "text", max_line_bytes: i
 
 def _read_paragraphs(file: Path, max_line_bytes: int) -> list[Document]:
     documents, lines, start = [], [], 1
-    with file.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if len(raw) > max_line_bytes:
-                raise InputError(file, f"line is {len(raw):,} bytes, over the cap of {max_line_bytes:,}", line=number)
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(file, f"invalid UTF-8 at byte {err.start}", line=number) from None
-            if text.strip():
-                if not lines:
-                    start = number
-                lines.append(text.rstrip("\n"))
-            elif lines:
-                documents.append(Document("\n".join(lines), f"{file}:{start}"))
-                lines = []
+    for number, text in iter_text_lines(file, max_line_bytes=max_line_bytes):
+        if text.strip():
+            if not lines:
+                start = number
+            lines.append(text.rstrip("\n"))
+        elif lines:
+            documents.append(Document("\n".join(lines), f"{file}:{start}"))
+            lines = []
     if lines:
         documents.append(Document("\n".join(lines), f"{file}:{start}"))
     return documents

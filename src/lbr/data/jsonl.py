@@ -40,6 +40,41 @@ def iter_jsonl(
     required = required or {}
     optional = optional or {}
     count = 0
+    for line_number, text in iter_text_lines(path, max_line_bytes=max_line_bytes):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            hint = " (truncated last line?)" if not text.endswith("\n") else ""
+            raise InputError(path, f"malformed JSON: {err.msg} at column {err.colno}{hint}", line=line_number) from None
+        if not isinstance(record, dict):
+            raise InputError(
+                path,
+                f"expected a JSON object, got {type(record).__name__}",
+                line=line_number,
+            )
+        for field, types in required.items():
+            if field not in record or record[field] is None:
+                raise InputError(path, "missing", line=line_number, field=field)
+            _check_type(path, line_number, field, record[field], types)
+        for field, types in optional.items():
+            if record.get(field) is not None:
+                _check_type(path, line_number, field, record[field], types)
+        count += 1
+        yield line_number, record
+    if count == 0 and not allow_empty:
+        raise InputError(path, "file is empty (no records)")
+
+
+def iter_text_lines(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for every line of a UTF-8 text file, newline kept.
+
+    Shared by the jsonl, TSV and plain-text readers: a line over ``max_line_bytes`` or with a
+    bad byte is an :class:`InputError` naming the file and the 1-based line; a UTF-8 byte-order
+    mark on the first line is dropped.
+    """
+    path = Path(path)
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             if len(raw) > max_line_bytes:
@@ -51,35 +86,9 @@ def iter_jsonl(
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
-                text = raw.decode("utf-8")
+                yield line_number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line_number) from None
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                hint = " (truncated last line?)" if not text.endswith("\n") else ""
-                raise InputError(
-                    path, f"malformed JSON: {err.msg} at column {err.colno}{hint}", line=line_number
-                ) from None
-            if not isinstance(record, dict):
-                raise InputError(
-                    path,
-                    f"expected a JSON object, got {type(record).__name__}",
-                    line=line_number,
-                )
-            for field, types in required.items():
-                if field not in record or record[field] is None:
-                    raise InputError(path, "missing", line=line_number, field=field)
-                _check_type(path, line_number, field, record[field], types)
-            for field, types in optional.items():
-                if record.get(field) is not None:
-                    _check_type(path, line_number, field, record[field], types)
-            count += 1
-            yield line_number, record
-    if count == 0 and not allow_empty:
-        raise InputError(path, "file is empty (no records)")
 
 
 def _check_type(path: Path, line: int, field: str, value: Any, types: Any) -> None:
