@@ -98,6 +98,7 @@ class Experiment:
     ib_weight: float = 1.0
     gen_weight: float = 0.1
     target: str = "reconstruct"
+    gen_target: str = "document"
     num_bottleneck_tokens: int = 4
     data_seed: int = 0
     eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
@@ -116,6 +117,49 @@ class Experiment:
             raise ConfigError("at least one seed is needed")
         if self.eval_split not in ("dev", "test"):
             raise ConfigError(f"eval_split must be dev or test, not {self.eval_split!r}")
+
+    def run_settings(self) -> dict[str, Any]:
+        """Everything that changes what a training run or a result is (not which cells run)."""
+        return {
+            "model": self.model,
+            "budget": dataclasses.asdict(self.budget),
+            "ib_weight": self.ib_weight,
+            "gen_weight": self.gen_weight,
+            "target": self.target,
+            "gen_target": self.gen_target,
+            "num_bottleneck_tokens": self.num_bottleneck_tokens,
+            "data_seed": self.data_seed,
+        }
+
+    def check_output(self) -> None:
+        """Record the run settings in the output directory, or refuse one made with others.
+
+        Finished cells are reused by name, so resuming into a directory trained with another
+        lambda, target or budget would silently mix two experiments in one table.
+        """
+        path = self.output / "experiment.json"
+        settings = self.run_settings()
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                message = f"{path}: unreadable ({err}); move the directory away or pick another --output"
+                raise ConfigError(message) from None
+            differences = [
+                f"{key}: this directory has {saved.get(key)!r}, asked {value!r}"
+                for key, value in settings.items()
+                if saved.get(key) != value
+            ]
+            if differences:
+                raise ConfigError(
+                    f"{self.output} holds an experiment with other settings; use another --output "
+                    "(or the same settings to resume):\n  " + "\n  ".join(differences)
+                )
+            return
+        self.output.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        tmp.replace(path)
 
     # ------------------------------------------------------------------ paths
     def data_dir(self, domain: str) -> Path:
@@ -173,6 +217,7 @@ class Experiment:
     # ------------------------------------------------------------------ running
     def run(self) -> list[dict[str, Any]]:
         """Run every task not already done; return all result records."""
+        self.check_output()
         tasks = self.tasks()
         remaining = sum(cost for _, _, cost in tasks)
         estimated_done, spent, started = 0.0, 0.0, time.perf_counter()
@@ -277,6 +322,7 @@ class Experiment:
         stage2 = Stage2Config(
             pairs=str(self.data_dir(domain) / "pairs.train.jsonl"),
             gen_weight=self.gen_weight if method == "lbr" else 0.0,
+            gen_target=self.gen_target,
         )
         steps = self._stage2_steps(domain, setting, method, seed)
         config = dataclasses.replace(self._model_config(), model=model)
@@ -413,6 +459,7 @@ def plot_results(
     methods: tuple[str, ...],
     path: Path,
     metric: str = "nDCG@10",
+    split: str = "test",
 ) -> None:
     """A grouped bar chart of ``metric`` per domain and method (open setting, or 'any')."""
     import matplotlib
@@ -439,7 +486,7 @@ def plot_results(
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, ncol=2)
-    ax.set_title(f"{metric} on held-out test queries")
+    ax.set_title(f"{metric} on held-out {split} queries")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -454,7 +501,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"# {title}\n\n"
         f"Command: `{command}`\n\n"
         f"Model: {experiment.model}; k = {experiment.num_bottleneck_tokens}; lambda = {experiment.ib_weight}; "
-        f"mu = {experiment.gen_weight}; target = {experiment.target}; seeds = {list(experiment.seeds)}.\n\n"
+        f"mu = {experiment.gen_weight} ({experiment.gen_target}); target = {experiment.target}; "
+        f"seeds = {list(experiment.seeds)}.\n\n"
         f"Budget: {json.dumps(budget)}\n\n"
         f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain:\n\n{table}\n\n"
         "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
@@ -463,5 +511,6 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
     )
     (experiment.output / "report.md").write_text(text, encoding="utf-8")
     (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
-    plot_results(records, experiment.domains, experiment.methods, experiment.output / "ndcg.png")
+    chart = experiment.output / "ndcg.png"
+    plot_results(records, experiment.domains, experiment.methods, chart, split=experiment.eval_split)
     return table

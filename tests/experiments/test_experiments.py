@@ -149,8 +149,18 @@ def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, c
 
     monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "demo"
-    argv = ["demo", "--model", str(tiny_model_dir), "--domains", "code", "--budget", "tiny", "--output", str(out),
-            "--no-progress"]
+    argv = [
+        "demo",
+        "--model",
+        str(tiny_model_dir),
+        "--domains",
+        "code",
+        "--budget",
+        "tiny",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for label in ("BM25", "MiniLM-L6 (off the shelf)", "base (untrained)", "LLM+CL", "| LBR |"):
@@ -158,3 +168,70 @@ def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, c
     records = json.loads((out / "results.json").read_text())
     assert sorted(r["method"] for r in records) == ["base", "bm25", "lbr", "llm_cl", "minilm"]
     assert (out / "ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_output_made_with_other_settings_is_refused_and_same_settings_resume(tmp_path):
+    def bm25_only(**changes):
+        return Experiment(
+            output=tmp_path, domains=("medical",), methods=("bm25",), budget=TINY, show_progress=False, **changes
+        )
+
+    bm25_only(target="continue").run()
+    saved = json.loads((tmp_path / "experiment.json").read_text())
+    assert saved["target"] == "continue" and saved["budget"]["stage1_steps"] == TINY.stage1_steps
+    assert bm25_only(target="continue").run()  # same settings: resumes
+    with pytest.raises(ConfigError, match=r"target: this directory has 'continue', asked 'reconstruct'"):
+        bm25_only().run()
+    with pytest.raises(ConfigError, match="gen_target"):
+        bm25_only(target="continue", gen_target="query").run()
+    (tmp_path / "experiment.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="experiment.json: unreadable"):
+        bm25_only(target="continue").run()
+
+
+def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, tmp_path, monkeypatch):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark",
+        "--model",
+        str(tiny_model_dir),
+        "--domains",
+        "medical",
+        "--settings",
+        "open",
+        "--methods",
+        "lbr",
+        "--seeds",
+        "0",
+        "--budget",
+        "tiny",
+        "--output",
+        str(out),
+        "--no-progress",
+        "-k",
+        "2",
+        "--stage1-steps",
+        "3",
+        "--stage2-steps",
+        "1",
+        "--gen-target",
+        "query",
+        "--eval-split",
+        "dev",
+    ]
+    assert main(argv) == 0
+    runs = out / "runs/medical/open"
+    assert len((runs / "stage1-ib-seed0/train_log.jsonl").read_text().splitlines()) == 3
+    assert len((runs / "lbr-seed0/train_log.jsonl").read_text().splitlines()) == 1
+    stage2 = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["stages"][1]
+    assert stage2["gen_target"] == "query"
+    assert json.loads((out / "experiment.json").read_text())["budget"]["stage1_steps"] == 3
+    assert (out / "results-dev/medical/open/lbr-seed0.json").exists()
+
+
+def test_benchmark_refuses_a_zero_step_override(capsys):
+    assert main(["benchmark", "--stage1-steps", "0", "--output", "unused"]) == 2
+    assert "--stage1-steps must be >= 1" in capsys.readouterr().err

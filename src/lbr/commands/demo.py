@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from lbr.errors import ConfigError
 from lbr.experiments import BUDGETS, DOMAINS, METHODS, SETTINGS, Experiment, write_report
 
 
@@ -82,7 +84,15 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--lambda", dest="ib_weight", type=float, default=1.0, help="stage-1 lambda (default 1)")
     bench.add_argument("--mu", dest="gen_weight", type=float, default=0.1, help="stage-2 mu (default 0.1)")
     bench.add_argument("--target", choices=("reconstruct", "continue", "both"), default="reconstruct")
+    bench.add_argument(
+        "--gen-target",
+        choices=("query", "document", "both"),
+        default="document",
+        help="the L_gen terms of the LBR row (default: document)",
+    )
     bench.add_argument("-k", "--num-bottleneck-tokens", type=int, default=4)
+    bench.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
+    bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
     bench.add_argument(
         "--eval-split",
         choices=("dev", "test"),
@@ -98,7 +108,7 @@ def _run(experiment: Experiment, title: str) -> int:
     command = "lbr " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]) if sys.argv[1:] else "lbr demo"
     table = write_report(experiment, records, title, command)
     minutes = (time.perf_counter() - started) / 60
-    print(f"\n{title}: nDCG@10 (%) on held-out test queries\n\n{table}\n")
+    print(f"\n{title}: nDCG@10 (%) on held-out {experiment.eval_split} queries\n\n{table}\n")
     print(
         f"finished in {minutes:.1f} min; report in {experiment.output / 'report.md'}, "
         f"chart in {experiment.output / 'ndcg.png'}, numbers in {experiment.output / 'results.json'}"
@@ -118,17 +128,25 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    budget = BUDGETS[args.budget]
+    for name in ("stage1_steps", "stage2_steps"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            budget = dataclasses.replace(budget, **{name: value})
     experiment = Experiment(
         output=Path(args.output),
         domains=args.domains,
         settings=args.settings,
         methods=args.methods,
         seeds=args.seeds,
-        budget=BUDGETS[args.budget],
+        budget=budget,
         model=args.model,
         ib_weight=args.ib_weight,
         gen_weight=args.gen_weight,
         target=args.target,
+        gen_target=args.gen_target,
         num_bottleneck_tokens=args.num_bottleneck_tokens,
         eval_split=args.eval_split,
         show_progress=not args.no_progress,
