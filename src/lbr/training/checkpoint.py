@@ -8,7 +8,9 @@ A checkpoint is a directory ``checkpoints/step-000050`` holding:
   complete checkpoint.
 
 The directory is written under a temporary name and renamed, so a kill during the write
-leaves only a ``*.tmp`` directory, which is ignored and cleaned up on the next save.
+leaves only a ``*.tmp`` directory, which is ignored and cleaned up on the next save. A complete
+checkpoint damaged afterwards by something else (a truncated copy, a hand edit, a deleted file)
+raises :class:`CheckpointError`, which names the file.
 """
 
 from __future__ import annotations
@@ -21,11 +23,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from lbr.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_NAME = "state.json"
 _STEP_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ConfigError):
+    """A file of a complete checkpoint is missing, truncated or not what lbr wrote.
+
+    Attributes:
+        file: the damaged file.
+        checkpoint: its checkpoint directory (``.../checkpoints/step-000050``).
+        problem: what is wrong with the file, without the path.
+    """
+
+    def __init__(self, file: Path, problem: str) -> None:
+        self.file = file
+        self.checkpoint = file.parent
+        self.problem = problem
+        super().__init__(f"{file}: {problem}")
 
 
 def optimizer_to_safetensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -85,9 +106,21 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for old in complete_checkpoints(output)[:-keep]:
+    # Rotate among the checkpoints up to this step. After a resume that stepped back past a
+    # damaged checkpoint, that newer one is still there, and keeping "the newest" by step number
+    # would delete the checkpoint just written.
+    earlier = [path for path in complete_checkpoints(output) if checkpoint_step(path) <= step]
+    for old in earlier[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint directory named ``step-000050``."""
+    match = _STEP_PATTERN.match(path.name)
+    if not match:
+        raise ValueError(f"{path}: not a checkpoint directory name")
+    return int(match.group(1))
 
 
 def complete_checkpoints(output: Path) -> list[Path]:
@@ -104,17 +137,56 @@ def complete_checkpoints(output: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safetensors and JSON only)."""
-    state = json.loads((path / STATE_NAME).read_text(encoding="utf-8"))
-    return {
-        "state": state,
-        "trainable": load_file(path / "trainable.safetensors"),
-        "optimizer": optimizer_from_safetensors(
-            load_file(path / "optimizer.safetensors"),
-            json.loads((path / "optimizer.json").read_text(encoding="utf-8")),
-        ),
-        "rng": load_file(path / "rng.safetensors")["torch"],
-    }
+    """Read a checkpoint written by :func:`save_checkpoint` (safetensors and JSON only).
+
+    Raises:
+        CheckpointError: a file is missing, truncated or does not hold what lbr wrote into it.
+    """
+    state_file = path / STATE_NAME
+    state = _read_json(state_file)
+    if not isinstance(state.get("step"), int) or not isinstance(state.get("scheduler"), dict):
+        raise CheckpointError(state_file, "not a checkpoint state (no integer 'step' or no 'scheduler' object)")
+    trainable = _read_tensors(path / "trainable.safetensors")
+    opt_plain = _read_json(path / "optimizer.json")
+    opt_tensors = _read_tensors(path / "optimizer.safetensors")
+    try:
+        optimizer = optimizer_from_safetensors(opt_tensors, opt_plain)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise CheckpointError(
+            path / "optimizer.json",
+            f"not an optimiser state matching optimizer.safetensors ({type(err).__name__}: {err})",
+        ) from None
+    rng_file = path / "rng.safetensors"
+    rng = _read_tensors(rng_file).get("torch")
+    expected = torch.get_rng_state()
+    if rng is None or rng.dtype != expected.dtype or rng.shape != expected.shape:
+        raise CheckpointError(rng_file, "no torch RNG state of the expected size")
+    return {"state": state, "trainable": trainable, "optimizer": optimizer, "rng": rng}
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(file, "file is missing") from None
+    except OSError as err:
+        raise CheckpointError(file, f"cannot be read ({err.strerror or err})") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise CheckpointError(file, f"not valid JSON, the file is damaged ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(file, f"not a JSON object (found {type(value).__name__})")
+    return value
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except FileNotFoundError:
+        raise CheckpointError(file, "file is missing") from None
+    except OSError as err:
+        raise CheckpointError(file, f"cannot be read ({err.strerror or err})") from None
+    except SafetensorError as err:
+        raise CheckpointError(file, f"truncated or not a safetensors file ({err})") from None
 
 
 def _fsync_dir(path: Path) -> None:

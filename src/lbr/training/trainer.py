@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,13 @@ from tqdm.auto import tqdm
 from lbr.config import TrainConfig
 from lbr.errors import ConfigError, LBRError
 from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel, autocast
-from lbr.training.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
+from lbr.training.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    complete_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 RUN_CONFIG_NAME = "run_config.json"
 LOG_NAME = "train_log.jsonl"
@@ -286,8 +293,8 @@ class Trainer:
 
     def _resume(self, force: bool) -> int:
         saved_path = self.output / RUN_CONFIG_NAME
-        if saved_path.exists():
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        saved = _read_run_config(saved_path, force)
+        if saved is not None:
             diffs = [
                 d
                 for d in config_differences(saved, self.run_config, defaults=_config_defaults())
@@ -308,12 +315,12 @@ class Trainer:
         checkpoints = complete_checkpoints(self.output)
         if not checkpoints:
             return 0
-        checkpoint = load_checkpoint(checkpoints[-1])
+        path, checkpoint = self._load_newest_readable(checkpoints)
         unwrapped = self.accelerator.unwrap_model(self.objective)
         params = dict(unwrapped.named_parameters())
         missing = [name for name in checkpoint["trainable"] if name not in params]
         if missing:
-            raise ConfigError(f"{checkpoints[-1]}: tensors not in the model: {missing[:5]}")
+            raise ConfigError(f"{path}: tensors not in the model: {missing[:5]}")
         # --force-resume with a changed architecture (e.g. -k) would otherwise die in copy_().
         mismatched = [
             f"{name}: saved {tuple(tensor.shape)}, model {tuple(params[name].shape)}"
@@ -322,20 +329,59 @@ class Trainer:
         ]
         if mismatched:
             raise ConfigError(
-                f"{checkpoints[-1]}: the checkpoint does not fit this model (was the architecture changed?):\n  "
+                f"{path}: the checkpoint does not fit this model (was the architecture changed?):\n  "
                 + "\n  ".join(mismatched[:5])
             )
         with torch.no_grad():
             for name, tensor in checkpoint["trainable"].items():
                 params[name].copy_(tensor)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except ValueError as err:  # e.g. a parameter group of another size; checked before any change
+            raise ConfigError(
+                f"{path / 'optimizer.json'}: the optimiser state does not fit this model ({err})"
+            ) from None
         self.scheduler.load_state_dict(checkpoint["state"]["scheduler"])
         torch.set_rng_state(checkpoint["rng"])
         step = int(checkpoint["state"]["step"])
         self._truncate_log(step)
         if self.accelerator.is_main_process:
-            print(f"lbr: resuming {self.stage} from {checkpoints[-1]} (step {step} of {self.total_steps})")
+            print(f"lbr: resuming {self.stage} from {path} (step {step} of {self.total_steps})")
         return step
+
+    def _load_newest_readable(self, checkpoints: list[Path]) -> tuple[Path, dict[str, Any]]:
+        """The newest checkpoint that loads, stepping back past damaged ones with a warning.
+
+        Any complete checkpoint is a valid place to resume from: the data order and the RNG
+        depend only on the step, so stepping back costs the steps since then, not exactness.
+        Damaged checkpoints are left in place; they are user-visible evidence of the damage.
+        """
+        damaged: list[CheckpointError] = []
+        for path in reversed(checkpoints):
+            try:
+                checkpoint = load_checkpoint(path)
+            except CheckpointError as err:
+                damaged.append(err)
+                continue
+            if self.accelerator.is_main_process:
+                step = int(checkpoint["state"]["step"])
+                for err in damaged:
+                    lost = checkpoint_step(err.checkpoint)
+                    redo = f"step {lost}" if lost == step + 1 else f"steps {step + 1}-{lost}"
+                    print(
+                        f"lbr: warning: {err}; checkpoint {err.checkpoint.name} is damaged, so the run resumes from "
+                        f"the earlier {path.name} (step {step}) and computes {redo} again. "
+                        "The damaged directory is left in place; the run replaces or rotates it out like any other.",
+                        file=sys.stderr,
+                    )
+            return path, checkpoint
+        newest = damaged[0]
+        others = f" and the {len(damaged) - 1} earlier checkpoint(s) are damaged too" if len(damaged) > 1 else ""
+        raise ConfigError(
+            f"{newest}; the checkpoint {newest.checkpoint} is damaged{others}, so there is nothing to resume from "
+            f"(nothing was deleted). Start the run again, either with a new --output, or without --resume and with "
+            f"--overwrite, which deletes everything in {self.output}."
+        )
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines the killed run wrote after its last checkpoint."""
@@ -355,6 +401,24 @@ class Trainer:
         """Remove checkpoints once the final model is saved (they are only for resuming)."""
         if self.accelerator.is_main_process:
             shutil.rmtree(self.output / "checkpoints", ignore_errors=True)
+
+
+def _read_run_config(path: Path, force: bool) -> dict[str, Any] | None:
+    """The saved settings of the run being resumed; None if there are none to compare with."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError(f"not a JSON object but {type(saved).__name__}")
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError too
+        if force:
+            return None
+        raise ConfigError(
+            f"{path}: damaged, not the JSON lbr wrote ({err}); the settings of the run being resumed "
+            "cannot be compared with these. Pass --force-resume to resume without the comparison."
+        ) from None
+    return saved
 
 
 def _log_step(line: str) -> int | None:
