@@ -132,6 +132,42 @@ def test_pairs_reader(tmp_path: Path) -> None:
     assert (info.value.line, info.value.field) == (2, "positive")
 
 
+@pytest.mark.parametrize(
+    ("record", "line", "field", "message"),
+    [
+        ({"query": " ", "positive": "p"}, 2, "query", "is empty"),
+        ({"query": "q", "positive": ""}, 2, "positive", "is empty"),
+        ({"query": "q"}, 2, "positive", "missing"),
+        ({"query": "q", "positive": "p", "negatives": "n"}, 2, "negatives", "expected list, got str"),
+        ({"query": "q", "positive": "p", "negatives": ["n", None]}, 2, "negatives[1]", "expected str, got NoneType"),
+    ],
+)
+def test_both_pairs_readers_give_the_same_error(tmp_path: Path, record, line, field, message) -> None:
+    """``load_pairs`` and the stage-2 ``read_pairs`` share one validation: same file, line, field, text."""
+    from lbr.data.pairs import read_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    _rewrite(path, _jsonl([{"query": "q", "positive": "p"}, record]))
+    errors = []
+    for reader in (load_pairs, read_pairs):
+        with pytest.raises(InputError) as info:
+            reader(path)
+        errors.append(str(info.value))
+        assert (info.value.path, info.value.line, info.value.field) == (str(path), line, field)
+    assert errors[0] == errors[1] == f"{path}:{line}: field '{field}': {message}"
+
+
+def test_pairs_readers_differ_only_in_blank_negatives(tmp_path: Path) -> None:
+    from lbr.data.pairs import Pair, read_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    _rewrite(path, _jsonl([{"query": "q", "positive": "p", "negatives": ["n1", " ", "n2"]}]))
+    assert load_pairs(path) == [{"query": "q", "positive": "p", "negatives": ["n1", " ", "n2"]}]
+    assert read_pairs(path) == [Pair("q", "p", ("n1", "n2"))]  # a blank document teaches nothing
+    with pytest.raises(InputError, match="over the cap"):
+        load_pairs(path, max_line_bytes=10)
+
+
 def test_text_corpus_reader(tmp_path: Path) -> None:
     path = tmp_path / "knowledge.jsonl"
     _rewrite(path, _jsonl([{"id": "a", "text": "x"}, {"id": 2, "text": "y"}]))
@@ -166,9 +202,7 @@ def test_hf_loader_on_a_local_dataset(tmp_path: Path, monkeypatch: pytest.Monkey
     expected_corpus, expected_queries, expected_qrels = load_beir(write_beir(tmp_path / "b"))
     assert (corpus, queries, qrels) == (expected_corpus, expected_queries, expected_qrels)
 
-    bad = _write_hf_layout(
-        tmp_path / "hf-bad", [*rows, {"query-id": "qX", "corpus-id": "d1", "score": 1}]
-    )
+    bad = _write_hf_layout(tmp_path / "hf-bad", [*rows, {"query-id": "qX", "corpus-id": "d1", "score": 1}])
     with pytest.raises(InputError) as info:
         load_beir(f"hf:{bad}", "test")
     assert (info.value.line, info.value.field) == (5, "query-id")

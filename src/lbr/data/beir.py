@@ -16,7 +16,7 @@ Every problem raises :class:`~lbr.errors.InputError` naming the file, line and f
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +140,40 @@ def load_beir(
     return corpus, queries, qrels
 
 
-def load_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Read stage-2 pairs ``{"query", "positive", "negatives": [...]}`` (negatives optional)."""
-    pairs = []
-    for line, record in iter_jsonl(path, required={"query": str, "positive": str}, optional={"negatives": list}):
-        negatives = record.get("negatives") or []
-        for i, negative in enumerate(negatives):
-            if not isinstance(negative, str):
-                raise InputError(
-                    path,
-                    f"expected str, got {type(negative).__name__}",
-                    line=line,
-                    field=f"negatives[{i}]",
-                )
+def iter_pairs(
+    path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[tuple[str, str, list[str]]]:
+    """Yield ``(query, positive, negatives)`` from a stage-2 pairs jsonl, validated.
+
+    The one validation of the pairs format, used by :func:`load_pairs` and by the stage-2
+    reader :func:`lbr.data.pairs.read_pairs`. ``query`` and ``positive`` are non-blank strings;
+    ``negatives`` (optional) is a list of strings, ``[]`` when absent or null, kept as written.
+    Errors name the file, line and field.
+    """
+    for line, record in iter_jsonl(
+        path,
+        required={"query": str, "positive": str},
+        optional={"negatives": list},
+        max_line_bytes=max_line_bytes,
+    ):
         for field in ("query", "positive"):
             if not record[field].strip():
-                raise InputError(path, "empty text", line=line, field=field)
-        pairs.append({"query": record["query"], "positive": record["positive"], "negatives": negatives})
-    return pairs
+                raise InputError(path, "is empty", line=line, field=field)
+        negatives = record.get("negatives") or []
+        for index, negative in enumerate(negatives):
+            if not isinstance(negative, str):
+                raise InputError(
+                    path, f"expected str, got {type(negative).__name__}", line=line, field=f"negatives[{index}]"
+                )
+        yield record["query"], record["positive"], negatives
+
+
+def load_pairs(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[dict[str, Any]]:
+    """Read stage-2 pairs ``{"query", "positive", "negatives": [...]}`` (negatives optional)."""
+    return [
+        {"query": query, "positive": positive, "negatives": negatives}
+        for query, positive, negatives in iter_pairs(path, max_line_bytes=max_line_bytes)
+    ]
 
 
 def load_text_corpus(path: str | Path) -> list[dict[str, str]]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from lbr.data.beir import iter_pairs
 from lbr.data.corpus import pad_tokens
-from lbr.data.jsonl import iter_jsonl
-from lbr.errors import InputError
+from lbr.data.jsonl import DEFAULT_MAX_LINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -21,26 +21,16 @@ class Pair:
     negatives: tuple[str, ...] = field(default_factory=tuple)
 
 
-def read_pairs(path: str | Path, *, max_line_bytes: int = 1_000_000) -> list[Pair]:
-    """Read and validate stage-2 pairs; errors name the file, line and field."""
-    pairs = []
-    for line, record in iter_jsonl(
-        path,
-        required={"query": str, "positive": str},
-        optional={"negatives": list},
-        max_line_bytes=max_line_bytes,
-    ):
-        for name in ("query", "positive"):
-            if not record[name].strip():
-                raise InputError(path, "is empty", line=line, field=name)
-        negatives = record.get("negatives") or []
-        for index, negative in enumerate(negatives):
-            if not isinstance(negative, str):
-                raise InputError(
-                    path, f"expected str, got {type(negative).__name__}", line=line, field=f"negatives[{index}]"
-                )
-        pairs.append(Pair(record["query"], record["positive"], tuple(n for n in negatives if n.strip())))
-    return pairs
+def read_pairs(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[Pair]:
+    """Read and validate stage-2 pairs; errors name the file, line and field.
+
+    Validation is :func:`lbr.data.beir.iter_pairs`; blank negatives are dropped here, as a
+    blank document teaches the model nothing.
+    """
+    return [
+        Pair(query, positive, tuple(negative for negative in negatives if negative.strip()))
+        for query, positive, negatives in iter_pairs(path, max_line_bytes=max_line_bytes)
+    ]
 
 
 def text_hash(text: str) -> int:
