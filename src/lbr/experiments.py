@@ -57,6 +57,8 @@ STAGE1_OF = {"clm_cl": "clm", "lbr_norefine": "ib", "lbr_unsup": "ib", "lbr": "i
 UNTRAINED = ("bm25", "minilm", "base")
 # Methods that read no stage-1 corpus do not depend on the knowledge setting: run them once.
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
+# Settings added after an experiment directory was made take these values there.
+DEFAULT_RUN_SETTINGS = {"gen_target": "document", "decoder": "shared", "projector": "identity"}
 HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
 
 
@@ -100,6 +102,8 @@ class Experiment:
     target: str = "reconstruct"
     gen_target: str = "document"
     num_bottleneck_tokens: int = 4
+    decoder: str = "shared"
+    projector: str = "identity"
     data_seed: int = 0
     eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
     show_progress: bool = True
@@ -128,6 +132,8 @@ class Experiment:
             "target": self.target,
             "gen_target": self.gen_target,
             "num_bottleneck_tokens": self.num_bottleneck_tokens,
+            "decoder": self.decoder,
+            "projector": self.projector,
             "data_seed": self.data_seed,
         }
 
@@ -148,7 +154,7 @@ class Experiment:
             differences = [
                 f"{key}: this directory has {saved.get(key)!r}, asked {value!r}"
                 for key, value in settings.items()
-                if saved.get(key) != value
+                if saved.get(key, DEFAULT_RUN_SETTINGS.get(key)) != value
             ]
             if differences:
                 raise ConfigError(
@@ -260,7 +266,13 @@ class Experiment:
         return path
 
     def _model_config(self, **overrides: Any) -> ModelConfig:
-        return ModelConfig(model=self.model, num_bottleneck_tokens=self.num_bottleneck_tokens, **overrides)
+        return ModelConfig(
+            model=self.model,
+            num_bottleneck_tokens=self.num_bottleneck_tokens,
+            decoder=self.decoder,
+            projector=self.projector,
+            **overrides,
+        )
 
     def _train_config(self, output: Path, seed: int, steps: int, batch_size: int) -> TrainConfig:
         return TrainConfig(
@@ -502,6 +514,7 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"Command: `{command}`\n\n"
         f"Model: {experiment.model}; k = {experiment.num_bottleneck_tokens}; lambda = {experiment.ib_weight}; "
         f"mu = {experiment.gen_weight} ({experiment.gen_target}); target = {experiment.target}; "
+        f"decoder = {experiment.decoder}; projector = {experiment.projector}; "
         f"seeds = {list(experiment.seeds)}.\n\n"
         f"Budget: {json.dumps(budget)}\n\n"
         f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain:\n\n{table}\n\n"

@@ -219,6 +219,10 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
         "1",
         "--gen-target",
         "query",
+        "--decoder",
+        "frozen",
+        "--projector",
+        "linear",
         "--eval-split",
         "dev",
     ]
@@ -228,6 +232,8 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
     assert len((runs / "lbr-seed0/train_log.jsonl").read_text().splitlines()) == 1
     stage2 = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["stages"][1]
     assert stage2["gen_target"] == "query"
+    model_config = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["model"]
+    assert (model_config["decoder"], model_config["projector"]) == ("frozen", "linear")
     assert json.loads((out / "experiment.json").read_text())["budget"]["stage1_steps"] == 3
     assert (out / "results-dev/medical/open/lbr-seed0.json").exists()
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,27 @@ def test_stage1_loss_combines_terms_with_lambda(model_config):
     alone.pop("num_tokens")
     only_first = Stage1Loss(model, Stage1Config(target="continue"))(alone)["ib_continue"]
     torch.testing.assert_close(terms["ib_continue"], only_first, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["shared", "frozen"])
+def test_stage1_gradients_are_the_same_with_gradient_checkpointing(model_config, decoder):
+    # Checkpointed layers are recomputed in backward, after the frozen decoder's adapter-off
+    # block has ended: they must still be recomputed with the adapter off.
+    config = dataclasses.replace(model_config, decoder=decoder, projector="linear")
+    grads = []
+    for checkpointing in (False, True):
+        model = LBRModel.build(config, seed=0)
+        model.train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        ids = model.tokenizer(["short stature of the hand", "acid water sodium carbon"])["input_ids"]
+        batch = SegmentCollator(model, 16)([Segment(ids[0][:3], ids[0][3:]), Segment(ids[1][:2], ids[1][2:])])
+        batch.pop("num_tokens")
+        Stage1Loss(model, Stage1Config(target="both"))(batch)["loss"].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_infonce_equals_hand_computed_cross_entropy():

@@ -91,6 +91,12 @@ def register(subparsers: Any) -> None:
         help="the L_gen terms of the LBR row (default: document)",
     )
     bench.add_argument("-k", "--num-bottleneck-tokens", type=int, default=4)
+    bench.add_argument(
+        "--decoder", choices=("shared", "frozen"), default="shared", help="the L_IB/L_gen decoder (default: shared)"
+    )
+    bench.add_argument(
+        "--projector", choices=("identity", "linear"), default="identity", help="P, from z to the decoder's prefix"
+    )
     bench.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
     bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
     bench.add_argument(
@@ -147,6 +153,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         gen_weight=args.gen_weight,
         target=args.target,
         gen_target=args.gen_target,
+        decoder=args.decoder,
+        projector=args.projector,
         num_bottleneck_tokens=args.num_bottleneck_tokens,
         eval_split=args.eval_split,
         show_progress=not args.no_progress,

@@ -364,9 +364,36 @@ class LBRModel(nn.Module):
             mean cross-entropy over the real tokens of y (0 if there are none).
         """
         if self.config.decoder == "frozen":
-            with self.backbone.disable_adapter():
+            with self._frozen_decoder():
                 return self._decoder_loss(prefix, target_ids, target_mask, token_budget)
         return self._decoder_loss(prefix, target_ids, target_mask, token_budget)
+
+    @contextlib.contextmanager
+    def _frozen_decoder(self):
+        """Run the base weights: the adapter off, and remembered for gradient checkpointing."""
+        self._adapter_off = True
+        try:
+            with self.backbone.disable_adapter():
+                yield
+        finally:
+            self._adapter_off = False
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute layer activations in backward instead of keeping them (less memory)."""
+        self.causal_lm.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": self.checkpoint_contexts}
+        )
+
+    def checkpoint_contexts(self) -> tuple[Any, Any]:
+        """``context_fn`` for non-reentrant gradient checkpointing.
+
+        Checkpointed layers are recomputed during backward, when the frozen decoder's
+        ``disable_adapter`` block has long ended; recompute them with the adapter state they
+        ran with, or the recomputed activations would differ from the forward ones.
+        """
+        if getattr(self, "_adapter_off", False):
+            return contextlib.nullcontext(), self.backbone.disable_adapter()
+        return contextlib.nullcontext(), contextlib.nullcontext()
 
     def _decoder_loss(
         self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, token_budget: int = 0

@@ -137,7 +137,7 @@ class Trainer:
         steps_per_epoch = math.ceil(self.micro_batches_per_epoch / config.gradient_accumulation_steps)
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
         if config.gradient_checkpointing:
-            model.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_gradient_checkpointing()
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"{stage}: the model has no trainable parameters")
