@@ -12,6 +12,30 @@ from lbr.experiments import BUDGETS, Experiment, results_table, summarise
 TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_docs=60, encode_batch_size=16)
 
 
+def _tiny_benchmark(model_dir, out, methods: str) -> list[str]:
+    """`lbr benchmark` argv for one medical/open/seed-0 cell of the tiny model at the tiny budget."""
+    return [
+        "benchmark",
+        "--model",
+        str(model_dir),
+        "--domains",
+        "medical",
+        "--settings",
+        "open",
+        "--methods",
+        methods,
+        "--seeds",
+        "0",
+        "--budget",
+        "tiny",
+        "--output",
+        str(out),
+        "--no-progress",
+        "-k",
+        "2",
+    ]
+
+
 def test_tasks_share_stage1_and_evaluate_untrained_methods_once(tmp_path):
     experiment = Experiment(
         output=tmp_path,
@@ -63,26 +87,7 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
 
     monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "bench"
-    argv = [
-        "benchmark",
-        "--model",
-        str(tiny_model_dir),
-        "--domains",
-        "medical",
-        "--settings",
-        "open",
-        "--methods",
-        "bm25,base,llm_cl,llm_cl_matched,clm_cl,lbr_unsup,lbr",
-        "--seeds",
-        "0",
-        "--budget",
-        "tiny",
-        "--output",
-        str(out),
-        "--no-progress",
-        "-k",
-        "2",
-    ]
+    argv = _tiny_benchmark(tiny_model_dir, out, "bm25,base,llm_cl,llm_cl_matched,clm_cl,lbr_unsup,lbr")
     assert main(argv) == 0
     records = json.loads((out / "results.json").read_text())
     assert {r["method"] for r in records} == {"bm25", "base", "llm_cl", "llm_cl_matched", "clm_cl", "lbr_unsup", "lbr"}
@@ -194,25 +199,7 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
 
     monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "bench"
-    argv = [
-        "benchmark",
-        "--model",
-        str(tiny_model_dir),
-        "--domains",
-        "medical",
-        "--settings",
-        "open",
-        "--methods",
-        "lbr",
-        "--seeds",
-        "0",
-        "--budget",
-        "tiny",
-        "--output",
-        str(out),
-        "--no-progress",
-        "-k",
-        "2",
+    argv = _tiny_benchmark(tiny_model_dir, out, "lbr") + [
         "--stage1-steps",
         "3",
         "--stage2-steps",

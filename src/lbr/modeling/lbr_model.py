@@ -63,6 +63,7 @@ class LBRModel(nn.Module):
         self.config = config
         self.query_instruction = ""
         self.metadata: dict[str, Any] = {}  # stage settings, recorded in lbr_config.json
+        self._adapter_off = False  # inside a frozen-decoder pass (see checkpoint_contexts)
         names = bottleneck_token_names(config.num_bottleneck_tokens)
         ids = tokenizer.convert_tokens_to_ids(names)
         if ids != list(range(ids[0], ids[0] + len(ids))):
@@ -391,7 +392,7 @@ class LBRModel(nn.Module):
         ``disable_adapter`` block has long ended; recompute them with the adapter state they
         ran with, or the recomputed activations would differ from the forward ones.
         """
-        if getattr(self, "_adapter_off", False):
+        if self._adapter_off:
             return contextlib.nullcontext(), self.backbone.disable_adapter()
         return contextlib.nullcontext(), contextlib.nullcontext()
 
