@@ -177,18 +177,21 @@ def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, c
 
 def test_output_made_with_other_settings_is_refused_and_same_settings_resume(tmp_path):
     def bm25_only(**changes):
-        return Experiment(
-            output=tmp_path, domains=("medical",), methods=("bm25",), budget=TINY, show_progress=False, **changes
-        )
+        changes.setdefault("budget", TINY)
+        return Experiment(output=tmp_path, domains=("medical",), methods=("bm25",), show_progress=False, **changes)
 
     bm25_only(target="continue").run()
     saved = json.loads((tmp_path / "experiment.json").read_text())
     assert saved["target"] == "continue" and saved["budget"]["stage1_steps"] == TINY.stage1_steps
+    # An unset stage-2 learning rate is not recorded: directories made before the option match.
+    assert "stage2_learning_rate" not in saved["budget"]
     assert bm25_only(target="continue").run()  # same settings: resumes
     with pytest.raises(ConfigError, match=r"target: this directory has 'continue', asked 'reconstruct'"):
         bm25_only().run()
     with pytest.raises(ConfigError, match="gen_target"):
         bm25_only(target="continue", gen_target="query").run()
+    with pytest.raises(ConfigError, match="budget"):
+        bm25_only(target="continue", budget=dataclasses.replace(TINY, stage2_learning_rate=1e-3)).run()
     (tmp_path / "experiment.json").write_text("{not json")
     with pytest.raises(ConfigError, match="experiment.json: unreadable"):
         bm25_only(target="continue").run()
@@ -212,19 +215,31 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
         "linear",
         "--eval-split",
         "dev",
+        "--learning-rate",
+        "3e-4",
+        "--stage2-lr",
+        "1e-3",
     ]
     assert main(argv) == 0
     runs = out / "runs/medical/open"
+    train1 = json.loads((runs / "stage1-ib-seed0/run_config.json").read_text())["train"]
+    train2 = json.loads((runs / "lbr-seed0/run_config.json").read_text())["train"]
+    assert (train1["learning_rate"], train2["learning_rate"]) == (3e-4, 1e-3)
+    # Checkpointing is on for stage 1 and off for stage 2, the faster choice for each here.
+    assert (train1["gradient_checkpointing"], train2["gradient_checkpointing"]) == (True, False)
     assert len((runs / "stage1-ib-seed0/train_log.jsonl").read_text().splitlines()) == 3
     assert len((runs / "lbr-seed0/train_log.jsonl").read_text().splitlines()) == 1
     stage2 = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["stages"][1]
     assert stage2["gen_target"] == "query"
     model_config = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["model"]
     assert (model_config["decoder"], model_config["projector"]) == ("frozen", "linear")
-    assert json.loads((out / "experiment.json").read_text())["budget"]["stage1_steps"] == 3
+    budget = json.loads((out / "experiment.json").read_text())["budget"]
+    assert (budget["stage1_steps"], budget["learning_rate"], budget["stage2_learning_rate"]) == (3, 3e-4, 1e-3)
     assert (out / "results-dev/medical/open/lbr-seed0.json").exists()
 
 
 def test_benchmark_refuses_a_zero_step_override(capsys):
     assert main(["benchmark", "--stage1-steps", "0", "--output", "unused"]) == 2
     assert "--stage1-steps must be >= 1" in capsys.readouterr().err
+    assert main(["benchmark", "--stage2-lr", "0", "--output", "unused"]) == 2
+    assert "stage2_learning_rate must be > 0, got 0.0" in capsys.readouterr().err

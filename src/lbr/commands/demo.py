@@ -100,6 +100,10 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
     bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
     bench.add_argument(
+        "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
+    )
+    bench.add_argument("--stage2-lr", dest="stage2_learning_rate", type=float, help="the stage-2 peak learning rate")
+    bench.add_argument(
         "--eval-split",
         choices=("dev", "test"),
         default="test",
@@ -141,6 +145,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
             if value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             budget = dataclasses.replace(budget, **{name: value})
+    for name in ("learning_rate", "stage2_learning_rate"):
+        value = getattr(args, name)
+        if value is not None:
+            budget = dataclasses.replace(budget, **{name: value})  # checked by Budget
     experiment = Experiment(
         output=Path(args.output),
         domains=args.domains,

@@ -90,7 +90,14 @@ def _config_defaults() -> dict[str, Any]:
 
 
 # Settings that may change on resume without changing the computation.
-_RESUME_SAFE = {"train.save_steps", "train.save_total_limit", "train.log_steps", "train.max_steps", "train.epochs"}
+_RESUME_SAFE = {
+    "train.gradient_checkpointing",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.log_steps",
+    "train.max_steps",
+    "train.epochs",
+}
 
 
 class Trainer:
