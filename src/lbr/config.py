@@ -44,7 +44,9 @@ class ModelConfig:
         "k, the number of bottleneck tokens <lbr_0>..<lbr_k-1> appended to every text", default=4
     )
     projector: str = _help(
-        "P, the map from z to the decoder's prefix: 'identity' or 'linear' (d->d)",
+        "P, the map from z to the decoder's prefix: 'identity', 'linear' (d->d, starts as the "
+        "identity) or 'calibrated' (d->d, starts as the map from hidden-state to input-embedding "
+        "statistics, measured on the first training texts)",
         default="identity",
     )
     decoder: str = _help(
@@ -67,7 +69,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.num_bottleneck_tokens <= 64:
             raise ConfigError("num_bottleneck_tokens must be between 1 and 64")
-        _choice("projector", self.projector, ("identity", "linear"))
+        _choice("projector", self.projector, ("identity", "linear", "calibrated"))
         _choice("decoder", self.decoder, ("shared", "frozen"))
         _choice("tuning", self.tuning, ("lora", "full"))
         if self.decoder == "frozen" and self.tuning != "lora":

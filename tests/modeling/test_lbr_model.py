@@ -90,6 +90,33 @@ def test_linear_projector_starts_as_identity(model_config):
     assert rate is None
 
 
+def test_calibrated_projector_moves_hidden_states_onto_the_embedding_statistics(model_config):
+    import dataclasses
+
+    model = LBRModel.build(dataclasses.replace(model_config, projector="calibrated"))
+    token_lists = [model.tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS]
+    model.calibrate_projector(token_lists, batch_size=2)  # two batches: statistics over both
+    features = model.pad_with_bottleneck(token_lists)
+    with torch.no_grad():
+        hidden, _ = model.encode_hidden(features["input_ids"], features["attention_mask"])
+        mapped = model.projector(hidden[features["text_mask"]])
+    embeddings = model.input_embeddings.weight
+    # Hand computation: each dimension of P(h) has the mean and std of that embedding dimension.
+    torch.testing.assert_close(mapped.mean(0), embeddings.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mapped.std(0), embeddings.std(0), atol=1e-4, rtol=1e-4)
+    weight = model.projector.weight.detach()
+    assert torch.equal(weight, torch.diag(torch.diagonal(weight)))  # per dimension: no mixing
+
+
+def test_calibrate_projector_refuses_other_projectors_and_no_texts(model_config):
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="needs projector='calibrated', not 'linear'"):
+        LBRModel.build(dataclasses.replace(model_config, projector="linear")).calibrate_projector([[5, 6]])
+    with pytest.raises(ConfigError, match="at least one text"):
+        LBRModel.build(dataclasses.replace(model_config, projector="calibrated")).calibrate_projector([])
+
+
 def test_rate_term_is_the_kl_to_a_standard_normal(model_config):
     import dataclasses
 

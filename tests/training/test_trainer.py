@@ -33,7 +33,9 @@ def _train_config(output, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-@pytest.mark.parametrize("extra", [{}, {"projector": "linear", "rate_beta": 0.01}, {"tuning": "full"}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"projector": "linear", "rate_beta": 0.01}, {"projector": "calibrated"}, {"tuning": "full"}]
+)
 def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp_path, monkeypatch, extra):
     config = dataclasses.replace(model_config, **extra)
     before = _snapshot(LBRModel.build(config, seed=5))  # the same init learn() builds
@@ -50,6 +52,33 @@ def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp
     log = [json.loads(line) for line in (tmp_path / "s1" / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3]
     assert {"loss", "know", "ib", "ib_reconstruct", "ib_continue", "lr", "tokens_per_s"} <= set(log[0])
+
+
+def test_calibrated_projector_is_set_before_stage1_and_kept_by_stage2(model_config, corpus_file, pairs_file, tmp_path):
+    from lbr.data.corpus import read_corpus, segment_documents
+
+    config = dataclasses.replace(model_config, projector="calibrated")
+    tiny_lr = {"learning_rate": 1e-12, "max_grad_norm": 0.0}  # the weights stay where they started
+    stage1 = learn(
+        config,
+        Stage1Config(corpus=str(corpus_file), segment_length=8),
+        _train_config(tmp_path / "s1", **tiny_lr),
+        show_progress=False,
+    )
+    expected = LBRModel.build(config, seed=5)
+    segments = segment_documents(read_corpus(corpus_file), expected.tokenizer, 8, split_single=False)
+    expected.calibrate_projector([segment.tokens for segment in segments[:64]])
+    torch.testing.assert_close(stage1.projector.weight, expected.projector.weight)
+    torch.testing.assert_close(stage1.projector.bias, expected.projector.bias)
+    assert not torch.allclose(stage1.projector.weight, torch.eye(stage1.hidden_size))
+    # Stage 2 from the stage-1 directory keeps the trained projector instead of recalibrating.
+    stage2 = represent(
+        dataclasses.replace(config, model=str(tmp_path / "s1")),
+        Stage2Config(pairs=str(pairs_file)),
+        _train_config(tmp_path / "s2", **tiny_lr),
+        show_progress=False,
+    )
+    torch.testing.assert_close(stage2.projector.weight, stage1.projector.weight)
 
 
 def test_stage2_from_stage1_changes_every_trainable_parameter(model_config, corpus_file, pairs_file, tmp_path):

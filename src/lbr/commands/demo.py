@@ -95,7 +95,10 @@ def register(subparsers: Any) -> None:
         "--decoder", choices=("shared", "frozen"), default="shared", help="the L_IB/L_gen decoder (default: shared)"
     )
     bench.add_argument(
-        "--projector", choices=("identity", "linear"), default="identity", help="P, from z to the decoder's prefix"
+        "--projector",
+        choices=("identity", "linear", "calibrated"),
+        default="identity",
+        help="P, from z to the decoder's prefix (default: identity)",
     )
     bench.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
     bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")

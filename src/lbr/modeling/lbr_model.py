@@ -73,9 +73,10 @@ class LBRModel(nn.Module):
         hidden = embeddings.shape[1]
         self.bottleneck = nn.Parameter(embeddings[ids].detach().clone())
         self.projector = None
-        if config.projector == "linear":
+        if config.projector in ("linear", "calibrated"):
             self.projector = nn.Linear(hidden, hidden)
-            # Start as the identity so a fresh projector does not scramble z.
+            # Start as the identity so a fresh projector does not scramble z ("calibrated" is
+            # then set from data by calibrate_projector before training).
             with torch.no_grad():
                 self.projector.weight.copy_(torch.eye(hidden))
                 self.projector.bias.zero_()
@@ -350,6 +351,38 @@ class LBRModel(nn.Module):
         if self.training:
             mu = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         return mu, kl
+
+    @torch.no_grad()
+    def calibrate_projector(self, token_lists: Sequence[Sequence[int]], *, batch_size: int = 16) -> None:
+        """Set P to the per-dimension affine map that moves final hidden states onto the
+        distribution of input embeddings (mean and standard deviation of each dimension).
+
+        Final hidden states are no input embeddings: SmolLM2's reach norm ~50 with one
+        dimension near 38, against ~3 and |x| < 2 for its token embeddings. Fed as a prefix
+        unchanged, they make the untrained decoder's loss on y far worse than no prefix at all
+        (docs/RESULTS.md), and L_IB spends its steps repairing that instead of carrying x
+        through z. The map stays trainable.
+
+        Args:
+            token_lists: tokenised texts; the statistics come from their text positions.
+        """
+        if self.projector is None or self.config.projector != "calibrated":
+            raise ConfigError(f"calibrate_projector needs projector='calibrated', not {self.config.projector!r}")
+        if not token_lists:
+            raise ConfigError("calibrate_projector needs at least one text")
+        was_training = self.training
+        self.eval()
+        states = []
+        for start in range(0, len(token_lists), batch_size):
+            batch = self.pad_with_bottleneck(token_lists[start : start + batch_size])
+            hidden, _ = self.encode_hidden(batch["input_ids"], batch["attention_mask"], token_budget=1024)
+            states.append(hidden[batch["text_mask"]].float())
+        self.train(was_training)
+        h = torch.cat(states)  # (n, d)
+        embeddings = self.input_embeddings.weight.float()
+        scale = embeddings.std(dim=0) / h.std(dim=0).clamp_min(1e-6)
+        self.projector.weight.copy_(torch.diag(scale))
+        self.projector.bias.copy_(embeddings.mean(dim=0) - h.mean(dim=0) * scale)
 
     def decoder_loss(
         self, prefix: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, *, token_budget: int = 0

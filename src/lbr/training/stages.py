@@ -64,6 +64,18 @@ def build_or_load(model_config: ModelConfig, *, seed: int, explicit: set[str] | 
     return model
 
 
+CALIBRATION_TEXTS = 64
+
+
+def calibrate_if_fresh(model: LBRModel, model_config: ModelConfig, token_lists: list[list[int]]) -> None:
+    """Calibrate a new 'calibrated' projector on the first texts (a saved one keeps its weights).
+
+    On resume the checkpoint then overwrites the projector, so the result is the same.
+    """
+    if model.config.projector == "calibrated" and not is_lbr_dir(model_config.model):
+        model.calibrate_projector(token_lists[:CALIBRATION_TEXTS])
+
+
 def _stage_record(stage: str, settings: Any, train: TrainConfig, **data: Any) -> dict[str, Any]:
     """What lbr_config.json records of a stage; the trainer adds the final losses."""
     return {"stage": stage, **dataclasses.asdict(settings), "train": dataclasses.asdict(train), **data}
@@ -94,6 +106,7 @@ def learn(
         stage1.segment_length,
         split_single=stage1.target in ("continue", "both"),
     )
+    calibrate_if_fresh(model, model_config, [segment.tokens for segment in segments])
     return _train_and_save(
         model,
         Stage1Loss(model, stage1, token_budget=train.token_budget),
@@ -130,6 +143,11 @@ def represent(
     prepare_output_dir(Path(train.output), resume=resume, overwrite=overwrite)
     model = build_or_load(model_config, seed=train.seed, explicit=explicit)
     model.query_instruction = stage2.query_instruction
+    if model.config.projector == "calibrated":
+        documents = [pair.positive for pair in pairs[:CALIBRATION_TEXTS]]
+        max_length = stage2.max_document_length
+        tokens = model.tokenizer(documents, add_special_tokens=False, truncation=True, max_length=max_length)
+        calibrate_if_fresh(model, model_config, tokens["input_ids"])
     collate = PairCollator(
         model,
         pairs,
