@@ -192,3 +192,26 @@ def test_invalid_option_value_is_reported(tiny_model_dir, corpus_file, tmp_path,
         == 2
     )
     assert "target='guess' is not one of reconstruct, continue, both" in capsys.readouterr().err
+
+
+SUBCOMMANDS = [
+    [],
+    ["learn"],
+    ["represent"],
+    ["encode"],
+    ["evaluate"],
+    ["demo"],
+    ["benchmark"],
+    ["data", "build"],
+    ["index"],
+    ["search"],
+]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=lambda c: " ".join(c) or "lbr")
+def test_every_help_page_prints(command, capsys):
+    # argparse %-formats help text; a stray "%" in an option's help used to crash `lbr learn --help`.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out

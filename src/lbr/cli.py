@@ -29,7 +29,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> 
         flag = "--" + f.name.replace("_", "-")
         names = [flag, *ALIASES.get(f.name, [])]
         default = f.default
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        # argparse %-formats help strings: a literal "%" (e.g. "30% more time") must be doubled.
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
         if f.type in (bool, "bool"):
             group.add_argument(
                 *names, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
