@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/ib_channel.py RUN_DIR [RUN_DIR ...] --corpus STAGE1.jsonl [--base]
 
 For each stage-1 output directory (and with ``--base``, the untrained default model with an
-``identity`` and a ``calibrated`` projector), on the first ``--segments`` segments of the corpus:
+``identity`` and a ``calibrated`` projector), on ``--segments`` segments spread evenly over the
+corpus:
 
 - ``L_know``: next-token loss on x (the encoder pass);
 - ``L_IB own``: -log p(x | P(z(x))), the stage-1 reconstruction loss;
-- ``L_IB shuffled``: the same with z taken from another segment of the batch;
+- ``L_IB shuffled``: the same with z taken from another document's segment;
 - ``L_IB no prefix``: the same with an all-zero prefix.
 
 ``shuffled - own`` (nats per token) is what z tells the decoder about x beyond what it tells
@@ -50,7 +51,9 @@ def measure(model: LBRModel, segments: list, batch_size: int) -> dict[str, float
         target = (batch["reconstruct_ids"], batch["reconstruct_mask"])
         sums["know"] += float(knowledge_loss(model, hidden, batch["input_ids"], batch["text_mask"]))
         sums["ib_own"] += float(model.decoder_loss(prefix, *target, token_budget=1024))
-        sums["ib_shuffled"] += float(model.decoder_loss(prefix.roll(1, dims=0), *target, token_budget=1024))
+        # Half a batch away: the sample is spread over the corpus, so this is another document.
+        shuffled = prefix.roll(len(prefix) // 2, dims=0)
+        sums["ib_shuffled"] += float(model.decoder_loss(shuffled, *target, token_budget=1024))
         sums["ib_no_prefix"] += float(model.decoder_loss(torch.zeros_like(prefix), *target, token_budget=1024))
         batches += 1
     means = {name: value / batches for name, value in sums.items()}
@@ -82,10 +85,11 @@ def main() -> int:
     rows = []
     for name, load in models:
         model = load()
-        segments = segment_documents(documents, model.tokenizer, args.segment_length, split_single=False)
-        segments = segments[: args.segments]
+        every = segment_documents(documents, model.tokenizer, args.segment_length, split_single=False)
         if model.config.projector == "calibrated" and name.startswith("untrained"):
-            model.calibrate_projector([segment.tokens for segment in segments[:64]])
+            model.calibrate_projector([segment.tokens for segment in every[:64]])  # as stage 1 does
+        step = max(1, len(every) // args.segments)
+        segments = every[::step][: args.segments]  # spread over the corpus, not its first records
         result = measure(model, segments, args.batch_size)
         rows.append({"model": name, "decoder": model.config.decoder, "projector": model.config.projector, **result})
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()), file=sys.stderr, flush=True)
