@@ -81,6 +81,24 @@ def test_calibrated_projector_is_set_before_stage1_and_kept_by_stage2(model_conf
     torch.testing.assert_close(stage2.projector.weight, stage1.projector.weight)
 
 
+def test_stage2_from_a_base_model_calibrates_on_the_positives(model_config, pairs_file, tmp_path):
+    from lbr.data.pairs import read_pairs
+
+    config = dataclasses.replace(model_config, projector="calibrated")
+    model = represent(
+        config,
+        Stage2Config(pairs=str(pairs_file), gen_weight=0.1),
+        _train_config(tmp_path / "s2", learning_rate=1e-12, max_grad_norm=0.0),
+        show_progress=False,
+    )
+    expected = LBRModel.build(config, seed=5)
+    positives = [pair.positive for pair in read_pairs(pairs_file)][:64]
+    tokens = expected.tokenizer(positives, add_special_tokens=False, truncation=True, max_length=Stage2Config().max_document_length)
+    expected.calibrate_projector(tokens["input_ids"])
+    torch.testing.assert_close(model.projector.weight, expected.projector.weight)
+    torch.testing.assert_close(model.projector.bias, expected.projector.bias)
+
+
 def test_stage2_from_stage1_changes_every_trainable_parameter(model_config, corpus_file, pairs_file, tmp_path):
     learn(
         model_config,
