@@ -93,7 +93,8 @@ def test_stage2_from_a_base_model_calibrates_on_the_positives(model_config, pair
     )
     expected = LBRModel.build(config, seed=5)
     positives = [pair.positive for pair in read_pairs(pairs_file)][:64]
-    tokens = expected.tokenizer(positives, add_special_tokens=False, truncation=True, max_length=Stage2Config().max_document_length)
+    max_length = Stage2Config().max_document_length
+    tokens = expected.tokenizer(positives, add_special_tokens=False, truncation=True, max_length=max_length)
     expected.calibrate_projector(tokens["input_ids"])
     torch.testing.assert_close(model.projector.weight, expected.projector.weight)
     torch.testing.assert_close(model.projector.bias, expected.projector.bias)
