@@ -32,6 +32,7 @@ from lbr.config import ModelConfig
 from lbr.data.corpus import SegmentCollator, read_corpus, segment_documents
 from lbr.losses.generative import knowledge_loss
 from lbr.modeling.lbr_model import LBRModel
+from lbr.training.stages import CALIBRATION_TEXTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,19 +76,20 @@ def main() -> int:
         parser.error("give stage-1 directories, --base, or both")
 
     documents = read_corpus(args.corpus)
-    models: list[tuple[str, Callable[[], LBRModel]]] = []
+    # (name, loader, fresh): a fresh model is built here, so a calibrated projector needs calibrating.
+    models: list[tuple[str, Callable[[], LBRModel], bool]] = []
     if args.base:
         for projector in ("identity", "calibrated"):
-            models.append((f"untrained, projector {projector}", lambda p=projector: _base(p)))
+            models.append((f"untrained, projector {projector}", lambda p=projector: _base(p), True))
     for run in args.runs:
-        models.append((run, lambda r=run: LBRModel.load(r, trainable=True)))  # unmerged: frozen decoders work
+        models.append((run, lambda r=run: LBRModel.load(r, trainable=True), False))  # unmerged: frozen decoders work
 
     rows = []
-    for name, load in models:
+    for name, load, fresh in models:
         model = load()
         every = segment_documents(documents, model.tokenizer, args.segment_length, split_single=False)
-        if model.config.projector == "calibrated" and name.startswith("untrained"):
-            model.calibrate_projector([segment.tokens for segment in every[:64]])  # as stage 1 does
+        if fresh and model.config.projector == "calibrated":
+            model.calibrate_projector([segment.tokens for segment in every[:CALIBRATION_TEXTS]])  # as stage 1 does
         step = max(1, len(every) // args.segments)
         segments = every[::step][: args.segments]  # spread over the corpus, not its first records
         result = measure(model, segments, args.batch_size)
