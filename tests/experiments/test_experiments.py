@@ -238,8 +238,29 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
     assert (out / "results-dev/medical/open/lbr-seed0.json").exists()
 
 
+def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_dir, tmp_path, monkeypatch):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = _tiny_benchmark(tiny_model_dir, out, "lbr_unsup") + ["--stage1-epochs", "1"]
+    assert main(argv) == 0
+    run = out / "runs/medical/open/stage1-ib-seed0"
+    segments = json.loads((run / "lbr_config.json").read_text())["stages"][0]["segments"]
+    steps = len((run / "train_log.jsonl").read_text().splitlines())
+    assert segments > 2 * TINY.stage1_batch_size  # more than the budget's 2 steps would read
+    assert steps == -(-segments // TINY.stage1_batch_size)
+    budget = json.loads((out / "experiment.json").read_text())["budget"]
+    assert budget["stage1_epochs"] == 1.0 and "stage1_steps" not in budget
+
+
 def test_benchmark_refuses_a_zero_step_override(capsys):
     assert main(["benchmark", "--stage1-steps", "0", "--output", "unused"]) == 2
     assert "--stage1-steps must be >= 1" in capsys.readouterr().err
     assert main(["benchmark", "--stage2-lr", "0", "--output", "unused"]) == 2
     assert "stage2_learning_rate must be > 0, got 0.0" in capsys.readouterr().err
+    assert main(["benchmark", "--stage1-epochs", "0", "--output", "unused"]) == 2
+    assert "stage1_epochs must be > 0, got 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--stage1-epochs", "1", "--stage1-steps", "5", "--output", "unused"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -100,7 +100,11 @@ def register(subparsers: Any) -> None:
         default="identity",
         help="P, from z to the decoder's prefix (default: identity)",
     )
-    bench.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
+    stage1_length = bench.add_mutually_exclusive_group()
+    stage1_length.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
+    stage1_length.add_argument(
+        "--stage1-epochs", type=float, help="run stage 1 for this many passes over its corpus instead of a step count"
+    )
     bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
     bench.add_argument(
         "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
@@ -148,7 +152,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
             if value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
             budget = dataclasses.replace(budget, **{name: value})
-    for name in ("learning_rate", "stage2_learning_rate"):
+    if args.stage1_steps is not None:
+        budget = dataclasses.replace(budget, stage1_epochs=None)
+    for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs"):
         value = getattr(args, name)
         if value is not None:
             budget = dataclasses.replace(budget, **{name: value})  # checked by Budget
