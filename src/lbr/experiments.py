@@ -401,7 +401,7 @@ class Experiment:
     def _evaluate(self, domain: str, setting: str, method: str, seed: int) -> bool:
         from lbr.data.beir import load_beir
         from lbr.evaluation.baselines import DenseRetriever, load_retriever
-        from lbr.evaluation.metrics import evaluate_run
+        from lbr.evaluation.metrics import evaluate_run, per_query
 
         path = self.result_path(domain, setting, method, seed)
         if path.exists():
@@ -441,6 +441,8 @@ class Experiment:
             "num_queries": len(qrels),
             "num_docs": len(corpus),
             "metrics": evaluate_run(run, qrels),
+            # For paired comparisons between methods (paired_table).
+            "per_query": {"nDCG@10": per_query(run, qrels, "ndcg", 10)},
             "seconds": round(time.perf_counter() - started, 1),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -516,6 +518,54 @@ def results_table(
     return "\n".join(lines)
 
 
+# The rows that carry the method, and the trained baselines each is compared with query by query.
+LBR_ROWS = ("lbr", "lbr_norefine")
+TRAINED_BASELINES = ("llm_cl", "llm_cl_matched", "clm_cl")
+
+
+def paired_table(
+    records: list[dict[str, Any]], domains: tuple[str, ...], settings: tuple[str, ...], metric: str = "nDCG@10"
+) -> str:
+    """The LBR rows against each trained baseline, query by query, as a markdown table.
+
+    Per-query scores are paired by (seed, query) over the seeds both rows have, and the 95%
+    interval is a paired bootstrap over those pairs (lbr.evaluation.significance). Records
+    without per-query scores (written before they were kept) are left out; '' if none remain.
+    """
+    from lbr.evaluation.significance import paired_bootstrap
+
+    scores: dict[tuple[str, str, str], dict[str, float]] = {}
+    for record in records:
+        values = record.get("per_query", {}).get(metric)
+        if values is not None:
+            key = (record["domain"], record["setting"], record["method"])
+            scores.setdefault(key, {}).update({f"{record['seed']}/{query}": v for query, v in values.items()})
+    lines = []
+    for domain in domains:
+        for setting in settings:
+            for method in LBR_ROWS:
+                ours = scores.get((domain, setting, method), {})
+                for baseline in TRAINED_BASELINES:
+                    theirs = scores.get((domain, "any" if baseline in SETTING_FREE else setting, baseline), {})
+                    shared = sorted(set(ours) & set(theirs))
+                    if not shared:
+                        continue
+                    diff = paired_bootstrap({k: ours[k] for k in shared}, {k: theirs[k] for k in shared})
+                    ties = diff.n - diff.wins - diff.losses
+                    lines.append(
+                        f"| {domain} | {setting} | {METHOD_LABELS[method]} − {METHOD_LABELS[baseline]} | "
+                        f"{100 * diff.mean:+.1f} | [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] | "
+                        f"{diff.wins} / {ties} / {diff.losses} |"
+                    )
+    if not lines:
+        return ""
+    header = [
+        f"| domain | setting | difference | {metric} (points) | 95% interval | queries better / same / worse |",
+        "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(header + lines)
+
+
 def plot_results(
     records: list[dict[str, Any]],
     domains: tuple[str, ...],
@@ -573,6 +623,12 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         "pairs.train.jsonl; only evaluation read the qrels of the evaluated split.\n"
         "See each data/<domain>/DATASHEET.md.\n"
     )
+    paired = paired_table(records, experiment.domains, experiment.settings)
+    if paired:
+        text += (
+            "\nQuery by query (each (seed, query) pair once; the interval covers the sampling of queries, "
+            f"not of training runs, which the ± above shows):\n\n{paired}\n"
+        )
     (experiment.output / "report.md").write_text(text, encoding="utf-8")
     (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
     chart = experiment.output / "ndcg.png"

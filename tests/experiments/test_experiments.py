@@ -7,7 +7,7 @@ import pytest
 
 from lbr.cli import main
 from lbr.errors import ConfigError
-from lbr.experiments import BUDGETS, Experiment, results_table, summarise
+from lbr.experiments import BUDGETS, Experiment, paired_table, results_table, summarise
 
 TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_docs=60, encode_batch_size=16)
 
@@ -82,6 +82,28 @@ def test_summary_mean_and_spread():
     assert "| LBR | 60.0 ± 14.1 | 60.0 |" in table
 
 
+def test_paired_table_pairs_queries_by_seed_and_skips_records_without_them():
+    def record(method, seed, values, setting="open"):
+        per_query = {"nDCG@10": dict(zip(("q1", "q2"), values, strict=True))} if values else {}
+        return {"domain": "medical", "setting": setting, "method": method, "seed": seed, "per_query": per_query}
+
+    records = [
+        record("lbr_norefine", 0, (1.0, 0.5)),
+        record("lbr_norefine", 1, (1.0, 0.0)),
+        record("clm_cl", 0, (0.5, 0.5)),
+        record("clm_cl", 1, (1.0, 0.5)),
+        record("llm_cl", 0, (0.0, 0.0), setting="any"),  # setting-free: compared in every setting
+        record("lbr", 0, None),  # written before per-query scores were kept
+    ]
+    table = paired_table(records, ("medical",), ("open",))
+    # Differences over (seed, query): +0.5, 0, 0, -0.5 against CLM->CL; seed 0 only against LLM+CL.
+    assert "| medical | open | LBR w/o refinement − CLM->CL | +0.0 |" in table
+    assert "| 1 / 2 / 1 |" in table
+    assert "| medical | open | LBR w/o refinement − LLM+CL | +75.0 | [+50.0, +100.0] | 2 / 0 / 0 |" in table
+    assert "| LBR − " not in table
+    assert paired_table(records[-1:], ("medical",), ("open",)) == ""
+
+
 def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import lbr.commands.demo as demo
 
@@ -96,6 +118,13 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert (out / "ndcg.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| LBR |" in report and "| BM25 |" in report
+    # Per-query scores are kept, and the report compares LBR with each trained baseline on them.
+    lbr_record = next(r for r in records if r["method"] == "lbr")
+    per_query = lbr_record["per_query"]["nDCG@10"]
+    assert len(per_query) == lbr_record["num_queries"]
+    assert sum(per_query.values()) / len(per_query) == pytest.approx(lbr_record["metrics"]["nDCG@10"])
+    for baseline in ("LLM+CL", "LLM+CL compute-matched", "CLM->CL"):
+        assert f"| medical | open | LBR − {baseline} |" in report
     # The stage-1 corpus holds only knowledge records of the benchmark's documents.
     corpus_ids = {json.loads(line)["_id"] for line in (out / "data/medical/corpus.jsonl").read_text().splitlines()}
     stage1_ids = {json.loads(line)["id"] for line in (out / "data/medical/stage1.open.jsonl").read_text().splitlines()}
