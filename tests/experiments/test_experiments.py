@@ -147,6 +147,8 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert steps["llm_cl_matched"] > steps["llm_cl"]
     lbr_config = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())
     assert [s["stage"] for s in lbr_config["stages"]] == ["stage1", "stage2"]
+    # The benchmark opens the bottleneck channel unless told otherwise.
+    assert lbr_config["model"]["projector"] == "calibrated"
     assert lbr_config["stages"][0]["ib_weight"] == 1.0 and lbr_config["stages"][1]["gen_weight"] == 0.1
     clm_config = json.loads((runs / "clm_cl-seed0/lbr_config.json").read_text())
     assert clm_config["stages"][0]["ib_weight"] == 0.0 and clm_config["stages"][1]["gen_weight"] == 0.0

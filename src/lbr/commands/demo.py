@@ -97,8 +97,9 @@ def register(subparsers: Any) -> None:
     bench.add_argument(
         "--projector",
         choices=("identity", "linear", "calibrated"),
-        default="identity",
-        help="P, from z to the decoder's prefix (default: identity)",
+        default="calibrated",
+        help="P, from z to the decoder's prefix (default: calibrated; `identity` closes the bottleneck channel, "
+        "docs/RESULTS.md)",
     )
     stage1_length = bench.add_mutually_exclusive_group()
     stage1_length.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
