@@ -46,8 +46,9 @@ class ModelConfig:
     projector: str = _help(
         "P, the map from z to the decoder's prefix: 'identity', 'linear' (d->d, starts as the "
         "identity) or 'calibrated' (d->d, starts as the map from hidden-state to input-embedding "
-        "statistics, measured on the first training texts)",
-        default="identity",
+        "statistics, measured on the first training texts; the default: with 'identity' the "
+        "bottleneck carries almost nothing, docs/RESULTS.md)",
+        default="calibrated",
     )
     decoder: str = _help(
         "the decoder for L_IB/L_gen: 'shared' (the adapted weights) or 'frozen' (base "

@@ -142,7 +142,7 @@ class Experiment:
     gen_target: str = "document"
     num_bottleneck_tokens: int = 4
     decoder: str = "shared"
-    projector: str = "identity"
+    projector: str = "calibrated"
     data_seed: int = 0
     eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
     show_progress: bool = True

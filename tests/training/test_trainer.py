@@ -34,7 +34,7 @@ def _train_config(output, **overrides) -> TrainConfig:
 
 
 @pytest.mark.parametrize(
-    "extra", [{}, {"projector": "linear", "rate_beta": 0.01}, {"projector": "calibrated"}, {"tuning": "full"}]
+    "extra", [{}, {"projector": "linear", "rate_beta": 0.01}, {"projector": "identity"}, {"tuning": "full"}]
 )
 def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp_path, monkeypatch, extra):
     config = dataclasses.replace(model_config, **extra)
