@@ -204,6 +204,9 @@ def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, c
     records = json.loads((out / "results.json").read_text())
     assert sorted(r["method"] for r in records) == ["base", "bm25", "lbr", "llm_cl", "minilm"]
     assert (out / "ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Code pairs are long: stage 2 keeps gradient checkpointing (medical's short pairs turn it off).
+    train = json.loads((out / "runs/code/open/lbr-seed0/run_config.json").read_text())["train"]
+    assert train["gradient_checkpointing"] is True
 
 
 def test_output_made_with_other_settings_is_refused_and_same_settings_resume(tmp_path):
@@ -283,6 +286,20 @@ def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_di
     assert steps == -(-segments // TINY.stage1_batch_size)
     budget = json.loads((out / "experiment.json").read_text())["budget"]
     assert budget["stage1_epochs"] == 1.0 and "stage1_steps" not in budget
+
+
+def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
+    experiment = Experiment(output=tmp_path, domains=("medical",), budget=TINY, show_progress=False)
+    pairs = experiment.data_dir("medical") / "pairs.train.jsonl"
+    pairs.parent.mkdir(parents=True)
+    short = {"query": "q" * 100, "positive": "p" * 300, "negatives": ["n" * 300]}  # 700 characters
+    pairs.write_text(json.dumps(short) + "\n")
+    assert not experiment.has_long_pairs("medical")
+    long = dict(short, negatives=["n" * 300, "n" * 200])  # 900 characters: the mean is 800, not over
+    pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
+    assert not experiment.has_long_pairs("medical")
+    pairs.write_text(json.dumps(long) + "\n")
+    assert experiment.has_long_pairs("medical")
 
 
 def test_benchmark_refuses_a_zero_step_override(capsys):
