@@ -60,7 +60,7 @@ SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Settings added after an experiment directory was made take these values there.
 DEFAULT_RUN_SETTINGS = {"gen_target": "document", "decoder": "shared", "projector": "identity"}
 # Stage 2 keeps gradient checkpointing on for pairs longer than this on average (docs/PERFORMANCE.md, §4).
-LONG_PAIR_CHARS = 800
+LONG_PAIR_CHARS = 450
 HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
 
 
@@ -101,7 +101,7 @@ class Budget:
         """Stage-1 steps, or a guess at them for an epoch budget (the corpus is not built yet).
 
         The guess takes 1.65 segments per document, as measured on the medical benchmark
-        (2,000 documents gave 3,310 segments of 64 tokens); it only feeds the time-left message.
+        (2,000 documents gave 3,306 segments of 64 tokens); it only feeds the time-left message.
         """
         if self.stage1_epochs is None:
             return self.stage1_steps
@@ -193,7 +193,7 @@ class Experiment:
                 message = f"{path}: unreadable ({err}); move the directory away or pick another --output"
                 raise ConfigError(message) from None
             differences = [
-                f"{key}: this directory has {saved.get(key)!r}, asked {value!r}"
+                f"{key}: this directory has {saved.get(key, DEFAULT_RUN_SETTINGS.get(key))!r}, asked {value!r}"
                 for key, value in settings.items()
                 if saved.get(key, DEFAULT_RUN_SETTINGS.get(key)) != value
             ]
@@ -235,7 +235,7 @@ class Experiment:
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
         stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
-        stage2_step = 5.0 * b.stage2_batch_size / 16  # no gradient checkpointing in stage 2
+        stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing
         encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
         tasks: list[tuple[str, dict[str, Any], float]] = []
         for domain in self.domains:
@@ -248,7 +248,8 @@ class Experiment:
                         tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[name]))
                     for method in self.methods:
                         if method in HAS_STAGE2 and (method not in SETTING_FREE or setting == self.settings[0]):
-                            steps = b.stage2_steps * (3 if method == "llm_cl_matched" else 1)
+                            # The matched run: about 334 steps after a one-epoch medical stage 1 (5.6x).
+                            steps = b.stage2_steps * (5.6 if method == "llm_cl_matched" else 1)
                             factor = 1.3 if method == "lbr" else 1.0  # the L_gen decoder pass
                             args = {"domain": domain, "setting": setting, "method": method, "seed": seed}
                             tasks.append(("stage2", args, 10 + steps * stage2_step * factor))
@@ -357,10 +358,11 @@ class Experiment:
         return True
 
     def has_long_pairs(self, domain: str) -> bool:
-        """Whether the domain's stage-2 pairs average over LONG_PAIR_CHARS characters (query,
-        positive and negatives together): medical and chemistry about 550, code about 1,050."""
+        """Whether the domain's stage-2 examples average over LONG_PAIR_CHARS characters (query,
+        positive and the hard negatives stage 2 uses): medical and chemistry about 300, code about 560."""
+        used = Stage2Config().num_negatives
         lengths = [
-            len(pair["query"]) + len(pair["positive"]) + sum(map(len, pair.get("negatives", [])))
+            len(pair["query"]) + len(pair["positive"]) + sum(map(len, pair.get("negatives", [])[:used]))
             for _, pair in iter_jsonl(self.data_dir(domain) / "pairs.train.jsonl")
         ]
         return bool(lengths) and sum(lengths) / len(lengths) > LONG_PAIR_CHARS
@@ -543,18 +545,22 @@ def paired_table(
 ) -> str:
     """The LBR rows against each trained baseline, query by query, as a markdown table.
 
-    Per-query scores are paired by (seed, query) over the seeds both rows have, and the 95%
-    interval is a paired bootstrap over those pairs (lbr.evaluation.significance). Records
+    Over the seeds both rows have, each query's score is averaged per row, and the 95% interval
+    is a paired bootstrap over the queries (lbr.evaluation.significance): the seeds of a query
+    stay together, since one query's results under two seeds are not independent. Records
     without per-query scores (written before they were kept) are left out; '' if none remain.
     """
     from lbr.evaluation.significance import paired_bootstrap
 
-    scores: dict[tuple[str, str, str], dict[str, float]] = {}
+    scores: dict[tuple[str, str, str], dict[int, dict[str, float]]] = {}
     for record in records:
         values = record.get("per_query", {}).get(metric)
         if values is not None:
-            key = (record["domain"], record["setting"], record["method"])
-            scores.setdefault(key, {}).update({f"{record['seed']}/{query}": v for query, v in values.items()})
+            scores.setdefault((record["domain"], record["setting"], record["method"]), {})[record["seed"]] = values
+
+    def seed_mean(by_seed: dict[int, dict[str, float]], seeds: list[int], queries: set[str]) -> dict[str, float]:
+        return {query: sum(by_seed[seed][query] for seed in seeds) / len(seeds) for query in queries}
+
     lines = []
     for domain in domains:
         for setting in settings:
@@ -562,21 +568,22 @@ def paired_table(
                 ours = scores.get((domain, setting, method), {})
                 for baseline in TRAINED_BASELINES:
                     theirs = scores.get((domain, "any" if baseline in SETTING_FREE else setting, baseline), {})
-                    shared = sorted(set(ours) & set(theirs))
-                    if not shared:
+                    seeds = sorted(set(ours) & set(theirs))
+                    queries = set.intersection(*(set(ours[s]) & set(theirs[s]) for s in seeds)) if seeds else set()
+                    if not queries:
                         continue
-                    diff = paired_bootstrap({k: ours[k] for k in shared}, {k: theirs[k] for k in shared})
+                    diff = paired_bootstrap(seed_mean(ours, seeds, queries), seed_mean(theirs, seeds, queries))
                     ties = diff.n - diff.wins - diff.losses
                     lines.append(
                         f"| {domain} | {setting} | {METHOD_LABELS[method]} − {METHOD_LABELS[baseline]} | "
-                        f"{100 * diff.mean:+.1f} | [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] | "
+                        f"{len(seeds)} | {100 * diff.mean:+.1f} | [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}] | "
                         f"{diff.wins} / {ties} / {diff.losses} |"
                     )
     if not lines:
         return ""
     header = [
-        f"| domain | setting | difference | {metric} (points) | 95% interval | queries better / same / worse |",
-        "|---|---|---|---|---|---|",
+        f"| domain | setting | difference | seeds | {metric} (points) | 95% interval | queries better / same / worse |",
+        "|---|---|---|---|---|---|---|",
     ]
     return "\n".join(header + lines)
 
@@ -641,8 +648,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
     paired = paired_table(records, experiment.domains, experiment.settings)
     if paired:
         text += (
-            "\nQuery by query (each (seed, query) pair once; the interval covers the sampling of queries, "
-            f"not of training runs, which the ± above shows):\n\n{paired}\n"
+            "\nQuery by query (each query's score averaged over the seeds both rows have; the interval covers "
+            f"the sampling of queries, not of training runs, which the ± above shows):\n\n{paired}\n"
         )
     (experiment.output / "report.md").write_text(text, encoding="utf-8")
     (experiment.output / "results.json").write_text(json.dumps(records, indent=2), encoding="utf-8")

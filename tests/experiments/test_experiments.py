@@ -96,10 +96,10 @@ def test_paired_table_pairs_queries_by_seed_and_skips_records_without_them():
         record("lbr", 0, None),  # written before per-query scores were kept
     ]
     table = paired_table(records, ("medical",), ("open",))
-    # Differences over (seed, query): +0.5, 0, 0, -0.5 against CLM->CL; seed 0 only against LLM+CL.
-    assert "| medical | open | LBR w/o refinement − CLM->CL | +0.0 |" in table
-    assert "| 1 / 2 / 1 |" in table
-    assert "| medical | open | LBR w/o refinement − LLM+CL | +75.0 | [+50.0, +100.0] | 2 / 0 / 0 |" in table
+    # Seed means per query: ours q1 1.0, q2 0.25; CLM->CL q1 0.75, q2 0.5: differences +0.25, -0.25.
+    assert "| medical | open | LBR w/o refinement − CLM->CL | 2 | +0.0 | [-25.0, +25.0] | 1 / 0 / 1 |" in table
+    # Against LLM+CL only seed 0 is shared: differences +1.0 and +0.5.
+    assert "| medical | open | LBR w/o refinement − LLM+CL | 1 | +75.0 | [+50.0, +100.0] | 2 / 0 / 0 |" in table
     assert "| LBR − " not in table
     assert paired_table(records[-1:], ("medical",), ("open",)) == ""
 
@@ -124,7 +124,7 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert len(per_query) == lbr_record["num_queries"]
     assert sum(per_query.values()) / len(per_query) == pytest.approx(lbr_record["metrics"]["nDCG@10"])
     for baseline in ("LLM+CL", "LLM+CL compute-matched", "CLM->CL"):
-        assert f"| medical | open | LBR − {baseline} |" in report
+        assert f"| medical | open | LBR − {baseline} | 1 |" in report
     # The stage-1 corpus holds only knowledge records of the benchmark's documents.
     corpus_ids = {json.loads(line)["_id"] for line in (out / "data/medical/corpus.jsonl").read_text().splitlines()}
     stage1_ids = {json.loads(line)["id"] for line in (out / "data/medical/stage1.open.jsonl").read_text().splitlines()}
@@ -292,10 +292,11 @@ def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
     experiment = Experiment(output=tmp_path, domains=("medical",), budget=TINY, show_progress=False)
     pairs = experiment.data_dir("medical") / "pairs.train.jsonl"
     pairs.parent.mkdir(parents=True)
-    short = {"query": "q" * 100, "positive": "p" * 300, "negatives": ["n" * 300]}  # 700 characters
+    # 400 characters with the one hard negative stage 2 uses; the unused second one does not count.
+    short = {"query": "q" * 100, "positive": "p" * 150, "negatives": ["n" * 150, "x" * 5000]}
     pairs.write_text(json.dumps(short) + "\n")
     assert not experiment.has_long_pairs("medical")
-    long = dict(short, negatives=["n" * 300, "n" * 200])  # 900 characters: the mean is 800, not over
+    long = dict(short, negatives=["n" * 250])  # 500 characters: the mean of the two is 450, not over
     pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     assert not experiment.has_long_pairs("medical")
     pairs.write_text(json.dumps(long) + "\n")
