@@ -357,16 +357,6 @@ class Experiment:
         )
         return True
 
-    def has_long_pairs(self, domain: str) -> bool:
-        """Whether the domain's stage-2 examples average over LONG_PAIR_CHARS characters (query,
-        positive and the hard negatives stage 2 uses): medical and chemistry about 300, code about 560."""
-        used = Stage2Config().num_negatives
-        lengths = [
-            len(pair["query"]) + len(pair["positive"]) + sum(map(len, pair.get("negatives", [])[:used]))
-            for _, pair in iter_jsonl(self.data_dir(domain) / "pairs.train.jsonl")
-        ]
-        return bool(lengths) and sum(lengths) / len(lengths) > LONG_PAIR_CHARS
-
     def _stage1_train_config(self, output: Path, seed: int) -> TrainConfig:
         b = self.budget
         if b.stage1_epochs is None:
@@ -409,7 +399,7 @@ class Experiment:
         represent(
             config,
             stage2,
-            self._train_config(out, seed, steps, stage=2, long_pairs=self.has_long_pairs(domain)),
+            self._train_config(out, seed, steps, stage=2, long_pairs=has_long_pairs(stage2)),
             resume=out.exists(),
             show_progress=self.show_progress,
         )
@@ -477,6 +467,19 @@ class Experiment:
             if record["domain"] in self.domains and record["method"] in self.methods:
                 records.append(record)
         return records
+
+
+def has_long_pairs(stage2: Stage2Config) -> bool:
+    """Whether stage 2's examples average over LONG_PAIR_CHARS characters (query, positive and the
+    hard negatives it uses): medical and chemistry about 300, code about 560. The pairs are read
+    with read_pairs, so bad input gets its usual error naming the file, line and field."""
+    from lbr.data.pairs import read_pairs
+
+    lengths = [
+        len(pair.query) + len(pair.positive) + sum(map(len, pair.negatives[: stage2.num_negatives]))
+        for pair in read_pairs(stage2.pairs)
+    ]
+    return bool(lengths) and sum(lengths) / len(lengths) > LONG_PAIR_CHARS
 
 
 def _logged_tokens(run_dir: Path) -> int:

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from lbr.cli import main
-from lbr.errors import ConfigError
-from lbr.experiments import BUDGETS, Experiment, paired_table, results_table, summarise
+from lbr.config import Stage2Config
+from lbr.errors import ConfigError, InputError
+from lbr.experiments import BUDGETS, Experiment, has_long_pairs, paired_table, results_table, summarise
 
 TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_docs=60, encode_batch_size=16)
 
@@ -289,18 +290,21 @@ def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_di
 
 
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
-    experiment = Experiment(output=tmp_path, domains=("medical",), budget=TINY, show_progress=False)
-    pairs = experiment.data_dir("medical") / "pairs.train.jsonl"
-    pairs.parent.mkdir(parents=True)
+    pairs = tmp_path / "pairs.train.jsonl"
+    stage2 = Stage2Config(pairs=str(pairs))
     # 400 characters with the one hard negative stage 2 uses; the unused second one does not count.
     short = {"query": "q" * 100, "positive": "p" * 150, "negatives": ["n" * 150, "x" * 5000]}
     pairs.write_text(json.dumps(short) + "\n")
-    assert not experiment.has_long_pairs("medical")
+    assert not has_long_pairs(stage2)
     long = dict(short, negatives=["n" * 250])  # 500 characters: the mean of the two is 450, not over
     pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
-    assert not experiment.has_long_pairs("medical")
+    assert not has_long_pairs(stage2)
     pairs.write_text(json.dumps(long) + "\n")
-    assert experiment.has_long_pairs("medical")
+    assert has_long_pairs(stage2)
+    # A malformed pair gets the stage-2 reader's error, naming the file, the line and the field.
+    pairs.write_text(json.dumps(long) + "\n" + json.dumps({"positive": "p"}) + "\n")
+    with pytest.raises(InputError, match=r"pairs.train.jsonl:2: field 'query'"):
+        has_long_pairs(stage2)
 
 
 def test_benchmark_refuses_a_zero_step_override(capsys):
