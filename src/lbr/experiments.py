@@ -229,38 +229,42 @@ class Experiment:
     def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every task in order, as (kind, arguments, prior estimate of its seconds on 2 CPU cores).
 
-        The estimates only feed the time-left message, which rescales them by how fast the
-        finished tasks actually ran.
+        Cells run setting by setting, then seed by seed, then domain by domain, and each cell is
+        evaluated as soon as it is trained. A grid stopped part-way (it takes many hours) then has
+        whole cells to report, the first setting with the first seed on every domain first.
+        Untrained methods are evaluated once per domain, and the baselines without a stage 1 once
+        per domain and seed, in the first setting's cell. The estimates only feed the time-left
+        message, which rescales them by how fast the finished tasks actually ran.
         """
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
         stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
         stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing
         encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
-        tasks: list[tuple[str, dict[str, Any], float]] = []
-        for domain in self.domains:
-            tasks.append(("build", {"domain": domain}, 10))
-            for setting in self.settings:
-                for seed in self.seeds:
-                    needed = {STAGE1_OF[m] for m in self.methods if m in STAGE1_OF}
-                    for name in sorted(needed):
-                        args = {"domain": domain, "setting": setting, "name": name, "seed": seed}
+        tasks: list[tuple[str, dict[str, Any], float]] = [("build", {"domain": d}, 10) for d in self.domains]
+        for setting in self.settings:
+            first_setting = setting == self.settings[0]
+            for seed in self.seeds:
+                for domain in self.domains:
+                    cell = {"domain": domain, "setting": setting}
+                    for name in sorted({STAGE1_OF[m] for m in self.methods if m in STAGE1_OF}):
+                        args = {**cell, "name": name, "seed": seed}
                         tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[name]))
                     for method in self.methods:
-                        if method in HAS_STAGE2 and (method not in SETTING_FREE or setting == self.settings[0]):
+                        if method in HAS_STAGE2 and (method not in SETTING_FREE or first_setting):
                             # The matched run: about 334 steps after a one-epoch medical stage 1 (5.6x).
                             steps = b.stage2_steps * (5.6 if method == "llm_cl_matched" else 1)
                             factor = 1.3 if method == "lbr" else 1.0  # the L_gen decoder pass
-                            args = {"domain": domain, "setting": setting, "method": method, "seed": seed}
-                            tasks.append(("stage2", args, 10 + steps * stage2_step * factor))
-            for method in self.methods:
-                # Untrained methods do not depend on the setting or the seed: evaluate them once.
-                untrained = method in UNTRAINED
-                for setting in self.settings[:1] if method in SETTING_FREE else self.settings:
-                    for seed in self.seeds[:1] if untrained else self.seeds:
+                            tasks.append(
+                                ("stage2", {**cell, "method": method, "seed": seed}, 10 + steps * stage2_step * factor)
+                            )
+                    for method in self.methods:
+                        if method in UNTRAINED and not (first_setting and seed == self.seeds[0]):
+                            continue
+                        if method in SETTING_FREE and not first_setting:
+                            continue
                         cost = {"bm25": 2.0, "minilm": 20.0}.get(method, encode)
-                        args = {"domain": domain, "setting": setting, "method": method, "seed": seed}
-                        tasks.append(("evaluate", args, cost))
+                        tasks.append(("evaluate", {**cell, "method": method, "seed": seed}, cost))
         return tasks
 
     # ------------------------------------------------------------------ running
@@ -515,8 +519,12 @@ def results_table(
     methods: tuple[str, ...],
     settings: tuple[str, ...],
     metric: str = "nDCG@10",
+    seeds: int = 0,
 ) -> str:
-    """A markdown table: one row per method (and setting), one column per domain, plus the mean."""
+    """A markdown table: one row per method (and setting), one column per domain, plus the mean.
+
+    A trained method's cell with fewer than ``seeds`` seeds (a grid still running) says how many it has.
+    """
     summary = summarise(records, metric)
     header = ["method", *(["setting"] if len(settings) > 1 else []), *domains, "mean"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -531,7 +539,10 @@ def results_table(
                     continue
                 mean, std, n = value
                 means.append(mean)
-                cells.append(f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else ""))
+                cell = f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if n > 1 else "")
+                if method not in UNTRAINED and n < seeds:
+                    cell += f" ({n} of {seeds} seeds)"
+                cells.append(cell)
             overall = f"{100 * sum(means) / len(means):.1f}" if len(means) == len(domains) else "–"
             row = [METHOD_LABELS[method], *([setting] if len(settings) > 1 else []), *cells, overall]
             lines.append("| " + " | ".join(row) + " |")
@@ -633,8 +644,13 @@ def plot_results(
 
 def write_report(experiment: Experiment, records: list[dict[str, Any]], title: str, command: str) -> str:
     """Write report.md, results.json and ndcg.png into the output directory; return the table."""
-    table = results_table(records, experiment.domains, experiment.methods, experiment.settings)
+    table = results_table(
+        records, experiment.domains, experiment.methods, experiment.settings, seeds=len(experiment.seeds)
+    )
     budget = dataclasses.asdict(experiment.budget)
+    evaluations = [args for kind, args, _ in experiment.tasks() if kind == "evaluate"]
+    finished = sum(experiment.result_path(**args).exists() for args in evaluations)
+    progress = "" if finished == len(evaluations) else f" ({finished} of {len(evaluations)} evaluations finished)"
     text = (
         f"# {title}\n\n"
         f"Command: `{command}`\n\n"
@@ -643,7 +659,7 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"decoder = {experiment.decoder}; projector = {experiment.projector}; "
         f"seeds = {list(experiment.seeds)}.\n\n"
         f"Budget: {json.dumps(budget)}\n\n"
-        f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain:\n\n{table}\n\n"
+        f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain{progress}:\n\n{table}\n\n"
         "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
         "pairs.train.jsonl; only evaluation read the qrels of the evaluated split.\n"
         "See each data/<domain>/DATASHEET.md.\n"

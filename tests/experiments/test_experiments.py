@@ -70,6 +70,62 @@ def test_baselines_without_stage1_are_trained_once_for_both_settings(tmp_path):
     assert experiment.run_dir("code", "closed", "llm_cl", 0) == experiment.run_dir("code", "open", "llm_cl", 0)
 
 
+def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
+    experiment = Experiment(
+        output=tmp_path,
+        domains=("medical", "code"),
+        settings=("open", "closed"),
+        seeds=(0, 1),
+        methods=("bm25", "llm_cl", "clm_cl", "lbr"),
+    )
+    tasks = experiment.tasks()
+    assert [(kind, args) for kind, args, _ in tasks[:2]] == [
+        ("build", {"domain": "medical"}),
+        ("build", {"domain": "code"}),
+    ]
+    cells = []  # (setting, seed, domain) in the order training starts
+    for _kind, args, _ in tasks[2:]:
+        cell = (args["setting"], args["seed"], args["domain"])
+        if not cells or cells[-1] != cell:
+            assert cell not in cells, f"cell {cell} was interrupted by another"
+            cells.append(cell)
+    assert cells == [(s, seed, d) for s in ("open", "closed") for seed in (0, 1) for d in ("medical", "code")]
+    # Each cell is evaluated right after it is trained, before the next cell's training starts.
+    kinds = [(kind, (args["setting"], args["seed"], args["domain"])) for kind, args, _ in tasks[2:]]
+    for index, (kind, cell) in enumerate(kinds[:-1]):
+        if kind == "evaluate":
+            assert kinds[index + 1][0] == "evaluate" or kinds[index + 1][1] != cell
+    evaluations = [(args["method"], args["setting"], args["seed"]) for kind, args, _ in tasks if kind == "evaluate"]
+    assert evaluations.count(("bm25", "open", 0)) == 2 and len([e for e in evaluations if e[0] == "bm25"]) == 2
+    assert not [e for e in evaluations if e[0] == "llm_cl" and e[1] == "closed"]
+
+
+def test_report_only_reports_finished_cells_and_marks_missing_seeds(tmp_path, monkeypatch, capsys):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--domains", "medical", "--settings", "open", "--budget", "tiny", "--output", str(out)]
+    assert main([*argv, "--methods", "bm25", "--report-only"]) == 2
+    assert f"{out}: no benchmark to report on (experiment.json is missing)" in capsys.readouterr().err
+    assert not out.exists()  # nothing created
+    assert main([*argv, "--methods", "bm25", "--seeds", "0", "--no-progress"]) == 0
+    # The same grid with LLM+CL over two seeds: nothing is trained, and the report says what is missing.
+    assert main([*argv, "--methods", "bm25,llm_cl", "--seeds", "0,1", "--report-only"]) == 0
+    assert not (out / "runs").exists()
+    report = (out / "report.md").read_text()
+    assert "(1 of 3 evaluations finished)" in report
+    assert "| BM25 |" in report and "| LLM+CL | – | – |" in report
+    assert "--report-only" not in report
+    # A cell of a trained method with fewer seeds than asked says so.
+    records = [
+        {"domain": "medical", "setting": "open", "method": "lbr", "seed": 0, "metrics": {"nDCG@10": 0.5}},
+        {"domain": "medical", "setting": "any", "method": "bm25", "seed": 0, "metrics": {"nDCG@10": 0.25}},
+    ]
+    table = results_table(records, ("medical",), ("bm25", "lbr"), ("open",), seeds=2)
+    assert "| LBR | 50.0 (1 of 2 seeds) | 50.0 |" in table and "| BM25 | 25.0 | 25.0 |" in table
+
+
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown method"):
         Experiment(output=tmp_path, methods=("lbr", "magic"))

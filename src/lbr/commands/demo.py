@@ -117,13 +117,25 @@ def register(subparsers: Any) -> None:
         default="test",
         help="evaluate on the dev split (for tuning) or the test split (default: test)",
     )
+    bench.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report of the cells finished so far in --output, and train nothing",
+    )
     bench.set_defaults(func=run_benchmark)
 
 
-def _run(experiment: Experiment, title: str) -> int:
+def _run(experiment: Experiment, title: str, *, report_only: bool = False) -> int:
     started = time.perf_counter()
-    records = experiment.run()
-    command = "lbr " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]) if sys.argv[1:] else "lbr demo"
+    if report_only:
+        if not (experiment.output / "experiment.json").exists():
+            raise ConfigError(f"{experiment.output}: no benchmark to report on (experiment.json is missing)")
+        experiment.check_output()  # the same settings, or a clear refusal
+        records = experiment.collect()
+    else:
+        records = experiment.run()
+    argv = [arg for arg in sys.argv[1:] if arg != "--report-only"]  # the command that made the results
+    command = "lbr " + " ".join(shlex.quote(arg) for arg in argv) if argv else "lbr demo"
     table = write_report(experiment, records, title, command)
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{title}: nDCG@10 (%) on held-out {experiment.eval_split} queries\n\n{table}\n")
@@ -177,4 +189,4 @@ def run_benchmark(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
         show_progress=not args.no_progress,
     )
-    return _run(experiment, "lbr benchmark")
+    return _run(experiment, "lbr benchmark", report_only=args.report_only)
