@@ -463,12 +463,21 @@ class Experiment:
         return True
 
     # ------------------------------------------------------------------ results
+    def finished_evaluations(self) -> int:
+        """How many of this grid's evaluations have a result file."""
+        return sum(self.result_path(**args).exists() for kind, args, _ in self.tasks() if kind == "evaluate")
+
     def collect(self) -> list[dict[str, Any]]:
         records = []
         root = self.output / ("results" if self.eval_split == "test" else f"results-{self.eval_split}")
         for path in sorted(root.rglob("*.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
-            if record["domain"] in self.domains and record["method"] in self.methods:
+            if (
+                record["domain"] in self.domains
+                and record["method"] in self.methods
+                and record["setting"] in (*self.settings, "any")
+                and (record["method"] in UNTRAINED or record["seed"] in self.seeds)
+            ):
                 records.append(record)
         return records
 
@@ -647,9 +656,9 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
     table = results_table(
         records, experiment.domains, experiment.methods, experiment.settings, seeds=len(experiment.seeds)
     )
-    budget = dataclasses.asdict(experiment.budget)
+    budget = experiment.budget.settings()
     evaluations = [args for kind, args, _ in experiment.tasks() if kind == "evaluate"]
-    finished = sum(experiment.result_path(**args).exists() for args in evaluations)
+    finished = experiment.finished_evaluations()
     progress = "" if finished == len(evaluations) else f" ({finished} of {len(evaluations)} evaluations finished)"
     text = (
         f"# {title}\n\n"

@@ -95,6 +95,13 @@ def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
     for index, (kind, cell) in enumerate(kinds[:-1]):
         if kind == "evaluate":
             assert kinds[index + 1][0] == "evaluate" or kinds[index + 1][1] != cell
+    # Within a cell, stage 1 before stage 2 before evaluation.
+    order = {"stage1": 0, "stage2": 1, "evaluate": 2}
+    for index, (kind, cell) in enumerate(kinds[:-1]):
+        if kinds[index + 1][1] == cell:
+            assert order[kind] <= order[kinds[index + 1][0]]
+    stage2 = [(args["method"], args["setting"]) for kind, args, _ in tasks if kind == "stage2"]
+    assert ("llm_cl", "closed") not in stage2 and stage2.count(("llm_cl", "open")) == 4  # 2 domains x 2 seeds
     evaluations = [(args["method"], args["setting"], args["seed"]) for kind, args, _ in tasks if kind == "evaluate"]
     assert evaluations.count(("bm25", "open", 0)) == 2 and len([e for e in evaluations if e[0] == "bm25"]) == 2
     assert not [e for e in evaluations if e[0] == "llm_cl" and e[1] == "closed"]
@@ -110,13 +117,20 @@ def test_report_only_reports_finished_cells_and_marks_missing_seeds(tmp_path, mo
     assert f"{out}: no benchmark to report on (experiment.json is missing)" in capsys.readouterr().err
     assert not out.exists()  # nothing created
     assert main([*argv, "--methods", "bm25", "--seeds", "0", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    # Nothing finished on the dev split: refused, and the report of the test split is kept.
+    assert main([*argv, "--methods", "bm25", "--eval-split", "dev", "--report-only"]) == 2
+    assert "no finished evaluation on the dev split" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == report
     # The same grid with LLM+CL over two seeds: nothing is trained, and the report says what is missing.
-    assert main([*argv, "--methods", "bm25,llm_cl", "--seeds", "0,1", "--report-only"]) == 0
+    report_argv = [*argv, "--methods", "bm25,llm_cl", "--seeds", "0,1", "--report"]  # an abbreviation
+    monkeypatch.setattr("sys.argv", ["lbr", *report_argv])
+    assert main(report_argv) == 0
     assert not (out / "runs").exists()
     report = (out / "report.md").read_text()
     assert "(1 of 3 evaluations finished)" in report
     assert "| BM25 |" in report and "| LLM+CL | – | – |" in report
-    assert "--report-only" not in report
+    assert "Command: `lbr benchmark --domains medical" in report and "--report" not in report
     # A cell of a trained method with fewer seeds than asked says so.
     records = [
         {"domain": "medical", "setting": "open", "method": "lbr", "seed": 0, "metrics": {"nDCG@10": 0.5}},

@@ -131,10 +131,17 @@ def _run(experiment: Experiment, title: str, *, report_only: bool = False) -> in
         if not (experiment.output / "experiment.json").exists():
             raise ConfigError(f"{experiment.output}: no benchmark to report on (experiment.json is missing)")
         experiment.check_output()  # the same settings, or a clear refusal
+        if not experiment.finished_evaluations():
+            # Refuse rather than overwrite a report with an empty table (e.g. a dev-only tuning directory).
+            raise ConfigError(
+                f"{experiment.output}: no finished evaluation on the {experiment.eval_split} split for these "
+                "domains, settings, methods and seeds; nothing to report (check --eval-split and --seeds)"
+            )
         records = experiment.collect()
     else:
         records = experiment.run()
-    argv = [arg for arg in sys.argv[1:] if arg != "--report-only"]  # the command that made the results
+    # The command that made the results (argparse also accepts an abbreviation of the flag).
+    argv = [arg for arg in sys.argv[1:] if not (len(arg) > 4 and "--report-only".startswith(arg))]
     command = "lbr " + " ".join(shlex.quote(arg) for arg in argv) if argv else "lbr demo"
     table = write_report(experiment, records, title, command)
     minutes = (time.perf_counter() - started) / 60
