@@ -463,9 +463,10 @@ class Experiment:
         return True
 
     # ------------------------------------------------------------------ results
-    def finished_evaluations(self) -> int:
-        """How many of this grid's evaluations have a result file."""
-        return sum(self.result_path(**args).exists() for kind, args, _ in self.tasks() if kind == "evaluate")
+    def evaluation_progress(self) -> tuple[int, int]:
+        """(evaluations with a result file, evaluations in this grid)."""
+        paths = [self.result_path(**args) for kind, args, _ in self.tasks() if kind == "evaluate"]
+        return sum(path.exists() for path in paths), len(paths)
 
     def collect(self) -> list[dict[str, Any]]:
         records = []
@@ -657,9 +658,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         records, experiment.domains, experiment.methods, experiment.settings, seeds=len(experiment.seeds)
     )
     budget = experiment.budget.settings()
-    evaluations = [args for kind, args, _ in experiment.tasks() if kind == "evaluate"]
-    finished = experiment.finished_evaluations()
-    progress = "" if finished == len(evaluations) else f" ({finished} of {len(evaluations)} evaluations finished)"
+    finished, total = experiment.evaluation_progress()
+    progress = "" if finished == total else f" ({finished} of {total} evaluations finished)"
     text = (
         f"# {title}\n\n"
         f"Command: `{command}`\n\n"

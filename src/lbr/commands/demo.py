@@ -131,7 +131,7 @@ def _run(experiment: Experiment, title: str, *, report_only: bool = False) -> in
         if not (experiment.output / "experiment.json").exists():
             raise ConfigError(f"{experiment.output}: no benchmark to report on (experiment.json is missing)")
         experiment.check_output()  # the same settings, or a clear refusal
-        if not experiment.finished_evaluations():
+        if experiment.evaluation_progress()[0] == 0:
             # Refuse rather than overwrite a report with an empty table (e.g. a dev-only tuning directory).
             raise ConfigError(
                 f"{experiment.output}: no finished evaluation on the {experiment.eval_split} split for these "
