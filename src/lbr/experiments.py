@@ -78,9 +78,10 @@ class Budget:
     encode_batch_size: int = 32
     stage2_learning_rate: float | None = None  # None: the same as learning_rate
     stage1_epochs: float | None = None  # passes over the stage-1 corpus; replaces stage1_steps when set
+    stage2_epochs: float | None = None  # passes over the training pairs; replaces stage2_steps when set
 
     def __post_init__(self) -> None:
-        for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs"):
+        for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
@@ -95,6 +96,8 @@ class Budget:
         settings = {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
         if self.stage1_epochs is not None:
             del settings["stage1_steps"]  # not used
+        if self.stage2_epochs is not None:
+            del settings["stage2_steps"]
         return settings
 
     def stage1_steps_prior(self) -> int:
@@ -240,6 +243,9 @@ class Experiment:
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
         stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
         stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing
+        # The matched run's extra steps: stage-1 tokens twice, about 100 tokens a pair (medical: 274 steps).
+        stage1_tokens = b.stage1_steps_prior() * b.stage1_batch_size * b.segment_length
+        matched_extra = 2 * stage1_tokens / (100 * b.stage2_batch_size)
         encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
         tasks: list[tuple[str, dict[str, Any], float]] = [("build", {"domain": d}, 10) for d in self.domains]
         for setting in self.settings:
@@ -252,8 +258,8 @@ class Experiment:
                         tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[name]))
                     for method in self.methods:
                         if method in HAS_STAGE2 and (method not in SETTING_FREE or first_setting):
-                            # The matched run: about 334 steps after a one-epoch medical stage 1 (5.6x).
-                            steps = b.stage2_steps * (5.6 if method == "llm_cl_matched" else 1)
+                            steps = self.stage2_base_steps(domain, prior=True)
+                            steps += matched_extra if method == "llm_cl_matched" else 0
                             factor = 1.3 if method == "lbr" else 1.0  # the L_gen decoder pass
                             tasks.append(
                                 ("stage2", {**cell, "method": method, "seed": seed}, 10 + steps * stage2_step * factor)
@@ -367,18 +373,33 @@ class Experiment:
             return self._train_config(output, seed, b.stage1_steps, stage=1)
         return self._train_config(output, seed, 0, stage=1, epochs=b.stage1_epochs)
 
+    def stage2_base_steps(self, domain: str, prior: bool = False) -> int:
+        """Stage-2 steps of every row but the compute-matched one: the budget's steps, or its epochs
+        over the domain's training pairs. With prior=True, a guess when the data is not built yet
+        (1.2 pairs a document, as on medical); it only feeds the time-left message."""
+        b = self.budget
+        if b.stage2_epochs is None:
+            return b.stage2_steps
+        pairs = self.data_dir(domain) / "pairs.train.jsonl"
+        if prior and not pairs.exists():
+            count = round(1.2 * b.max_docs)
+        else:
+            count = sum(1 for _ in iter_jsonl(pairs))
+        return max(1, math.ceil(b.stage2_epochs * count / b.stage2_batch_size))
+
     def _stage2_steps(self, domain: str, setting: str, method: str, seed: int) -> int:
+        base = self.stage2_base_steps(domain)
         if method != "llm_cl_matched":
-            return self.budget.stage2_steps
+            return base
         # As many training tokens as LBR's two stages together (stage-1 tokens read twice:
         # once by the encoder pass and once as the decoder's target).
         # The stage-1 run of the first setting stands for all (open and closed differ little in size).
         stage1_tokens = _logged_tokens(self.run_dir(domain, self.settings[0], "stage1-ib", seed)) * 2
         stage2_log = self.run_dir(domain, setting, "llm_cl", seed)
-        per_step = _logged_tokens(stage2_log) / max(1, self.budget.stage2_steps)
+        per_step = _logged_tokens(stage2_log) / base
         if per_step <= 0 or stage1_tokens <= 0:
             raise ConfigError("llm_cl_matched needs the lbr stage-1 run and the llm_cl run to finish first")
-        return self.budget.stage2_steps + math.ceil(stage1_tokens / per_step)
+        return base + math.ceil(stage1_tokens / per_step)
 
     def _stage2(self, domain: str, setting: str, method: str, seed: int) -> bool:
         from lbr.training import represent

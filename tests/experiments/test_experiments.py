@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -359,6 +360,31 @@ def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_di
     assert budget["stage1_epochs"] == 1.0 and "stage1_steps" not in budget
 
 
+def test_benchmark_stage2_epochs_sets_the_steps_of_every_row_and_the_matched_run(tiny_model_dir, tmp_path, monkeypatch):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,llm_cl_matched") + ["--stage2-epochs", "1.5"]
+    assert main(argv) == 0
+
+    def log(run):
+        lines = (out / "runs/medical" / run / "train_log.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    pairs = len((out / "data/medical/pairs.train.jsonl").read_text().splitlines())
+    base = -(-3 * pairs // (2 * TINY.stage2_batch_size))  # ceil(1.5 epochs of pairs / batch)
+    assert pairs > 2 * TINY.stage2_batch_size  # more than the budget's 2 steps would read
+    llm_cl = log("any/llm_cl-seed0")
+    assert len(llm_cl) == base
+    # The matched run adds the LBR stage-1 tokens (read twice) at LLM+CL's tokens per step.
+    stage1_tokens = 2 * sum(row["tokens"] for row in log("open/stage1-ib-seed0"))
+    per_step = sum(row["tokens"] for row in llm_cl) / base
+    assert len(log("any/llm_cl_matched-seed0")) == base + math.ceil(stage1_tokens / per_step)
+    budget = json.loads((out / "experiment.json").read_text())["budget"]
+    assert budget["stage2_epochs"] == 1.5 and "stage2_steps" not in budget
+
+
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
     pairs = tmp_path / "pairs.train.jsonl"
     stage2 = Stage2Config(pairs=str(pairs))
@@ -384,6 +410,11 @@ def test_benchmark_refuses_a_zero_step_override(capsys):
     assert "stage2_learning_rate must be > 0, got 0.0" in capsys.readouterr().err
     assert main(["benchmark", "--stage1-epochs", "0", "--output", "unused"]) == 2
     assert "stage1_epochs must be > 0, got 0.0" in capsys.readouterr().err
+    assert main(["benchmark", "--stage2-epochs", "-1", "--output", "unused"]) == 2
+    assert "stage2_epochs must be > 0, got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--stage2-epochs", "1", "--stage2-steps", "5", "--output", "unused"])
+    assert "not allowed with argument" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["benchmark", "--stage1-epochs", "1", "--stage1-steps", "5", "--output", "unused"])
     assert "not allowed with argument" in capsys.readouterr().err

@@ -106,7 +106,13 @@ def register(subparsers: Any) -> None:
     stage1_length.add_argument(
         "--stage1-epochs", type=float, help="run stage 1 for this many passes over its corpus instead of a step count"
     )
-    bench.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
+    stage2_length = bench.add_mutually_exclusive_group()
+    stage2_length.add_argument("--stage2-steps", type=int, help="override the budget's stage-2 steps")
+    stage2_length.add_argument(
+        "--stage2-epochs",
+        type=float,
+        help="run stage 2 for this many passes over the training pairs instead of a step count",
+    )
     bench.add_argument(
         "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
     )
@@ -174,7 +180,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
             budget = dataclasses.replace(budget, **{name: value})
     if args.stage1_steps is not None:
         budget = dataclasses.replace(budget, stage1_epochs=None)
-    for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs"):
+    if args.stage2_steps is not None:
+        budget = dataclasses.replace(budget, stage2_epochs=None)
+    for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs"):
         value = getattr(args, name)
         if value is not None:
             budget = dataclasses.replace(budget, **{name: value})  # checked by Budget
