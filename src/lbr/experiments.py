@@ -116,13 +116,13 @@ BUDGETS = {
     "demo": Budget(max_docs=250, stage1_steps=10, stage2_steps=10, stage1_batch_size=16, stage2_batch_size=16),
     # A minute or two: for trying the command.
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
-    # The benchmark (docs/RESULTS.md, round 3): one epoch of stage 1, where the bottleneck
-    # starts to pay; stage 2 at lr 5e-4, which converges in 60 steps (lr 1e-3 diverged on one
-    # of four runs, 2e-4 needs 200 steps).
+    # The benchmark (docs/RESULTS.md): one epoch of stage 1, where the bottleneck starts to pay
+    # (round 3); stage 2 one epoch over the training pairs at lr 5e-4 (round 5: 60 steps, the
+    # earlier budget, was far from done; lr 1e-3 diverged on one of four runs in round 3).
     "full": Budget(
         max_docs=2000,
         stage1_epochs=1.0,
-        stage2_steps=60,
+        stage2_epochs=1.0,
         stage1_batch_size=16,
         stage2_batch_size=16,
         stage2_learning_rate=5e-4,
