@@ -289,12 +289,24 @@ class Experiment:
                 flush=True,
             )
             task_start = time.perf_counter()
+            resumed = self.resumes(kind, args)
             did_work = getattr(self, f"_{kind}")(**args)
             remaining -= cost
-            if did_work:  # skipped tasks say nothing about speed
+            if did_work and not resumed:  # skipped or part-done tasks say nothing about speed
                 spent += time.perf_counter() - task_start
                 estimated_done += cost
         return self.collect()
+
+    def resumes(self, kind: str, args: dict[str, Any]) -> bool:
+        """Whether a training task will continue a run stopped part-way (its directory holds
+        checkpoints but no finished model)."""
+        if kind == "stage1":
+            out = self.run_dir(args["domain"], args["setting"], f"stage1-{args['name']}", args["seed"])
+        elif kind == "stage2":
+            out = self.run_dir(args["domain"], args["setting"], args["method"], args["seed"])
+        else:
+            return False
+        return out.exists() and not (out / "lbr_config.json").exists()
 
     def _build(self, domain: str) -> bool:
         from lbr.data.builders import build

@@ -71,6 +71,22 @@ def test_baselines_without_stage1_are_trained_once_for_both_settings(tmp_path):
     assert experiment.run_dir("code", "closed", "llm_cl", 0) == experiment.run_dir("code", "open", "llm_cl", 0)
 
 
+def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
+    # The time-left message learns speed from finished tasks; a resumed one did only part of its work.
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"))
+    stage1 = {"domain": "medical", "setting": "open", "name": "ib", "seed": 0}
+    stage2 = {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 0}
+    assert not experiment.resumes("stage1", stage1)  # not started
+    run = experiment.run_dir("medical", "open", "stage1-ib", 0)
+    (run / "checkpoints").mkdir(parents=True)
+    assert experiment.resumes("stage1", stage1)
+    (run / "lbr_config.json").write_text("{}")
+    assert not experiment.resumes("stage1", stage1)  # finished: skipped, not resumed
+    experiment.run_dir("medical", "open", "llm_cl", 0).mkdir(parents=True)
+    assert experiment.resumes("stage2", stage2)
+    assert not experiment.resumes("evaluate", stage2)
+
+
 def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
     experiment = Experiment(
         output=tmp_path,
