@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,11 @@ class Budget:
     stage2_learning_rate: float | None = None  # None: the same as learning_rate
     stage1_epochs: float | None = None  # passes over the stage-1 corpus; replaces stage1_steps when set
     stage2_epochs: float | None = None  # passes over the training pairs; replaces stage2_steps when set
+    max_pairs: int | None = None  # stage 2 reads a seeded sample of this many training pairs per domain
 
     def __post_init__(self) -> None:
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ConfigError(f"max_pairs (--stage2-pairs) must be >= 1, got {self.max_pairs}")
         for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -392,12 +396,32 @@ class Experiment:
         b = self.budget
         if b.stage2_epochs is None:
             return b.stage2_steps
-        pairs = self.data_dir(domain) / "pairs.train.jsonl"
-        if prior and not pairs.exists():
+        if prior and not (self.data_dir(domain) / "pairs.train.jsonl").exists():
             count = round(1.2 * b.max_docs)
+            count = count if b.max_pairs is None else min(count, b.max_pairs)
         else:
-            count = sum(1 for _ in iter_jsonl(pairs))
+            count = sum(1 for _ in iter_jsonl(self.stage2_pairs(domain)))
         return max(1, math.ceil(b.stage2_epochs * count / b.stage2_batch_size))
+
+    def stage2_pairs(self, domain: str) -> Path:
+        """The training pairs stage 2 reads: all of them, or with `max_pairs` a sample of that many
+        (seeded by data_seed, in file order), written once beside them and the same for every row."""
+        path = self.data_dir(domain) / "pairs.train.jsonl"
+        n = self.budget.max_pairs
+        if n is None:
+            return path
+        sample = path.with_name(f"pairs.train.{n}.jsonl")
+        if sample.exists():
+            return sample
+        records = [record for _, record in iter_jsonl(path)]
+        if n >= len(records):
+            raise ConfigError(
+                f"max_pairs (--stage2-pairs) is {n}, not below the {len(records)} training pairs in {path}; "
+                "leave it unset to use them all"
+            )
+        keep = sorted(random.Random(self.data_seed).sample(range(len(records)), n))
+        write_jsonl(sample, [records[i] for i in keep])
+        return sample
 
     def _stage2_steps(self, domain: str, setting: str, method: str, seed: int) -> int:
         base = self.stage2_base_steps(domain)
@@ -427,7 +451,7 @@ class Experiment:
             self._stage2(domain, setting, "llm_cl", seed)
             self._stage1(domain, self.settings[0], "ib", seed)
         stage2 = Stage2Config(
-            pairs=str(self.data_dir(domain) / "pairs.train.jsonl"),
+            pairs=str(self.stage2_pairs(domain)),
             gen_weight=self.gen_weight if method == "lbr" else 0.0,
             gen_target=self.gen_target,
         )
@@ -691,6 +715,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         records, experiment.domains, experiment.methods, experiment.settings, seeds=len(experiment.seeds)
     )
     budget = experiment.budget.settings()
+    n = experiment.budget.max_pairs
+    pairs = "pairs.train.jsonl" if n is None else f"a sample of {n} of pairs.train.jsonl (pairs.train.{n}.jsonl)"
     finished, total = experiment.evaluation_progress()
     progress = "" if finished == total else f" ({finished} of {total} evaluations finished)"
     text = (
@@ -703,7 +729,7 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"Budget: {json.dumps(budget)}\n\n"
         f"nDCG@10 (%) on the {experiment.eval_split} queries of each domain{progress}:\n\n{table}\n\n"
         "Stage 1 saw the knowledge records of the benchmark's documents (stage1.<setting>.jsonl); stage 2 saw "
-        "pairs.train.jsonl; only evaluation read the qrels of the evaluated split.\n"
+        f"{pairs}; only evaluation read the qrels of the evaluated split.\n"
         "See each data/<domain>/DATASHEET.md.\n"
     )
     paired = paired_table(records, experiment.domains, experiment.settings)

@@ -401,6 +401,37 @@ def test_benchmark_stage2_epochs_sets_the_steps_of_every_row_and_the_matched_run
     assert budget["stage2_epochs"] == 1.5 and "stage2_steps" not in budget
 
 
+def test_benchmark_stage2_pairs_trains_every_row_on_one_seeded_sample(tiny_model_dir, tmp_path, monkeypatch):
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,lbr") + ["--stage2-pairs", "5", "--stage2-epochs", "2"]
+    assert main(argv) == 0
+    data = out / "data/medical"
+    every = data.joinpath("pairs.train.jsonl").read_text().splitlines()
+    sample = data.joinpath("pairs.train.5.jsonl").read_text().splitlines()
+    assert len(sample) == 5 and len(set(sample)) == 5 and set(sample) <= set(every)
+    assert [every.index(line) for line in sample] == sorted(every.index(line) for line in sample)  # file order
+    for run in ("any/llm_cl-seed0", "open/lbr-seed0"):
+        stage2 = json.loads((out / "runs/medical" / run / "lbr_config.json").read_text())["stages"][-1]
+        assert stage2["pairs"].endswith("pairs.train.5.jsonl")
+        # Two epochs of 5 pairs at 8 a step: ceil(10 / 8) = 2 steps.
+        assert len((out / "runs/medical" / run / "train_log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "experiment.json").read_text())["budget"]["max_pairs"] == 5
+    assert "a sample of 5 of pairs.train.jsonl" in (out / "report.md").read_text()
+    # The same seed draws the same sample again.
+    data.joinpath("pairs.train.5.jsonl").unlink()
+    experiment = Experiment(output=out, domains=("medical",), budget=dataclasses.replace(TINY, max_pairs=5))
+    assert experiment.stage2_pairs("medical").read_text().splitlines() == sample
+    # A sample as large as the pairs themselves is refused, naming the file.
+    too_many = Experiment(output=out, domains=("medical",), budget=dataclasses.replace(TINY, max_pairs=len(every)))
+    with pytest.raises(ConfigError, match=r"not below the \d+ training pairs in .*pairs.train.jsonl"):
+        too_many.stage2_pairs("medical")
+    with pytest.raises(ConfigError, match="max_pairs \\(--stage2-pairs\\) must be >= 1, got 0"):
+        dataclasses.replace(TINY, max_pairs=0)
+
+
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
     pairs = tmp_path / "pairs.train.jsonl"
     stage2 = Stage2Config(pairs=str(pairs))

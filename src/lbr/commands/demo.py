@@ -114,6 +114,13 @@ def register(subparsers: Any) -> None:
         help="run stage 2 for this many passes over the training pairs instead of a step count",
     )
     bench.add_argument(
+        "--stage2-pairs",
+        dest="max_pairs",
+        type=int,
+        help="train stage 2 on a seeded sample of this many training pairs per domain, the same for every row "
+        "(default: all); for the few-labels regime",
+    )
+    bench.add_argument(
         "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
     )
     bench.add_argument("--stage2-lr", dest="stage2_learning_rate", type=float, help="the stage-2 peak learning rate")
@@ -182,7 +189,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         budget = dataclasses.replace(budget, stage1_epochs=None)
     if args.stage2_steps is not None:
         budget = dataclasses.replace(budget, stage2_epochs=None)
-    for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs"):
+    for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs", "max_pairs"):
         value = getattr(args, name)
         if value is not None:
             budget = dataclasses.replace(budget, **{name: value})  # checked by Budget
