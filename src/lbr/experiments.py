@@ -19,7 +19,8 @@ a stopped experiment resumes: finished cells are kept, a half-trained run contin
 last checkpoint.
 
 What each stage sees: stage 1 reads the knowledge records (``knowledge.{open,closed}.jsonl``)
-of the documents in the benchmark corpus; stage 2 reads ``pairs.train.jsonl``; model
+of the documents in the benchmark corpus; stage 2 reads ``pairs.train.jsonl`` (or, with
+``max_pairs``, a seeded sample of it, ``pairs.train.N.seedS.jsonl``); model
 selection may read the dev split; only the final evaluation reads ``qrels/test.tsv``.
 """
 
@@ -85,10 +86,16 @@ class Budget:
     def __post_init__(self) -> None:
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ConfigError(f"max_pairs (--stage2-pairs) must be >= 1, got {self.max_pairs}")
-        for name in ("learning_rate", "stage2_learning_rate", "stage1_epochs", "stage2_epochs"):
+        flags = {
+            "learning_rate": "--learning-rate",
+            "stage2_learning_rate": "--stage2-lr",
+            "stage1_epochs": "--stage1-epochs",
+            "stage2_epochs": "--stage2-epochs",
+        }
+        for name, flag in flags.items():
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+                raise ConfigError(f"{name} ({flag}) must be > 0, got {value}")
 
     @property
     def stage2_lr(self) -> float:
@@ -247,7 +254,7 @@ class Experiment:
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
         stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
         stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing
-        # The matched run's extra steps: stage-1 tokens twice, about 100 tokens a pair (medical: 274 steps).
+        # The matched run's extra steps: stage-1 tokens twice, about 100 tokens a pair (medical: 265; 275 ran).
         stage1_tokens = b.stage1_steps_prior() * b.stage1_batch_size * b.segment_length
         matched_extra = 2 * stage1_tokens / (100 * b.stage2_batch_size)
         encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
@@ -302,8 +309,8 @@ class Experiment:
         return self.collect()
 
     def resumes(self, kind: str, args: dict[str, Any]) -> bool:
-        """Whether a training task will continue a run stopped part-way (its directory holds
-        checkpoints but no finished model)."""
+        """Whether a training task will continue a run stopped part-way (its directory exists but
+        holds no finished model)."""
         if kind == "stage1":
             out = self.run_dir(args["domain"], args["setting"], f"stage1-{args['name']}", args["seed"])
         elif kind == "stage2":
@@ -316,10 +323,12 @@ class Experiment:
         from lbr.data.builders import build
 
         target = self.data_dir(domain)
-        if (target / "DATASHEET.md").exists():
-            return False
-        build(domain, target, max_docs=self.budget.max_docs, seed=self.data_seed)
-        return True
+        built = not (target / "DATASHEET.md").exists()
+        if built:
+            build(domain, target, max_docs=self.budget.max_docs, seed=self.data_seed)
+        if self.budget.max_pairs is not None:
+            self.stage2_pairs(domain)  # a --stage2-pairs too large fails now, not hours later
+        return built
 
     def stage1_corpus(self, domain: str, setting: str) -> Path:
         """The knowledge records of the benchmark's documents (written once per setting)."""
@@ -396,8 +405,13 @@ class Experiment:
         b = self.budget
         if b.stage2_epochs is None:
             return b.stage2_steps
-        if prior and not (self.data_dir(domain) / "pairs.train.jsonl").exists():
-            count = round(1.2 * b.max_docs)
+        if prior:  # no reading of records, no writing
+            pairs = self.data_dir(domain) / "pairs.train.jsonl"
+            if pairs.exists():
+                with pairs.open("rb") as handle:
+                    count = sum(1 for line in handle if line.strip())
+            else:
+                count = round(1.2 * b.max_docs)
             count = count if b.max_pairs is None else min(count, b.max_pairs)
         else:
             count = sum(1 for _ in iter_jsonl(self.stage2_pairs(domain)))
@@ -405,14 +419,12 @@ class Experiment:
 
     def stage2_pairs(self, domain: str) -> Path:
         """The training pairs stage 2 reads: all of them, or with `max_pairs` a sample of that many
-        (seeded by data_seed, in file order), written once beside them and the same for every row."""
+        (seeded by data_seed, in file order), written beside them and the same for every row.
+        An existing sample file is used only if it is the sample these pairs and this seed give."""
         path = self.data_dir(domain) / "pairs.train.jsonl"
         n = self.budget.max_pairs
         if n is None:
             return path
-        sample = path.with_name(f"pairs.train.{n}.jsonl")
-        if sample.exists():
-            return sample
         records = [record for _, record in iter_jsonl(path)]
         if n >= len(records):
             raise ConfigError(
@@ -420,7 +432,15 @@ class Experiment:
                 "leave it unset to use them all"
             )
         keep = sorted(random.Random(self.data_seed).sample(range(len(records)), n))
-        write_jsonl(sample, [records[i] for i in keep])
+        chosen = [records[i] for i in keep]
+        sample = path.with_name(f"pairs.train.{n}.seed{self.data_seed}.jsonl")
+        if not sample.exists():
+            write_jsonl(sample, chosen)
+        elif [record for _, record in iter_jsonl(sample)] != chosen:
+            raise ConfigError(
+                f"{sample} is not the sample of {n} pairs that {path} and data seed {self.data_seed} give "
+                "(the pairs were rebuilt since?); move it away to draw it again"
+            )
         return sample
 
     def _stage2_steps(self, domain: str, setting: str, method: str, seed: int) -> int:
@@ -430,12 +450,18 @@ class Experiment:
         # As many training tokens as LBR's two stages together (stage-1 tokens read twice:
         # once by the encoder pass and once as the decoder's target).
         # The stage-1 run of the first setting stands for all (open and closed differ little in size).
-        stage1_tokens = _logged_tokens(self.run_dir(domain, self.settings[0], "stage1-ib", seed)) * 2
-        stage2_log = self.run_dir(domain, setting, "llm_cl", seed)
-        per_step = _logged_tokens(stage2_log) / base
-        if per_step <= 0 or stage1_tokens <= 0:
-            raise ConfigError("llm_cl_matched needs the lbr stage-1 run and the llm_cl run to finish first")
-        return base + math.ceil(stage1_tokens / per_step)
+        stage1_run = self.run_dir(domain, self.settings[0], "stage1-ib", seed)
+        llm_cl_run = self.run_dir(domain, setting, "llm_cl", seed)
+        stage1_tokens = _logged(stage1_run)[1] * 2
+        steps, tokens = _logged(llm_cl_run)
+        if tokens <= 0 or stage1_tokens <= 0:
+            raise ConfigError(f"llm_cl_matched needs the finished runs {stage1_run} and {llm_cl_run} first")
+        if steps != base:
+            raise ConfigError(
+                f"{llm_cl_run} ran {steps} stage-2 steps, not this budget's {base}; "
+                "its tokens per step would not match the budget"
+            )
+        return base + math.ceil(stage1_tokens / (tokens / steps))
 
     def _stage2(self, domain: str, setting: str, method: str, seed: int) -> bool:
         from lbr.training import represent
@@ -553,11 +579,13 @@ def has_long_pairs(stage2: Stage2Config) -> bool:
     return bool(lengths) and sum(lengths) / len(lengths) > LONG_PAIR_CHARS
 
 
-def _logged_tokens(run_dir: Path) -> int:
+def _logged(run_dir: Path) -> tuple[int, int]:
+    """(steps, tokens) in a run's training log; (0, 0) without one."""
     log = run_dir / "train_log.jsonl"
     if not log.exists():
-        return 0
-    return sum(int(json.loads(line).get("tokens", 0)) for line in log.read_text().splitlines() if line.strip())
+        return 0, 0
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return len(rows), sum(int(row.get("tokens", 0)) for row in rows)
 
 
 def _minutes(seconds: float) -> str:
@@ -716,7 +744,8 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
     )
     budget = experiment.budget.settings()
     n = experiment.budget.max_pairs
-    pairs = "pairs.train.jsonl" if n is None else f"a sample of {n} of pairs.train.jsonl (pairs.train.{n}.jsonl)"
+    sample = f"pairs.train.{n}.seed{experiment.data_seed}.jsonl"
+    pairs = "pairs.train.jsonl" if n is None else f"a sample of {n} of pairs.train.jsonl ({sample})"
     finished, total = experiment.evaluation_progress()
     progress = "" if finished == total else f" ({finished} of {total} evaluations finished)"
     text = (

@@ -406,30 +406,74 @@ def test_benchmark_stage2_pairs_trains_every_row_on_one_seeded_sample(tiny_model
 
     monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,lbr") + ["--stage2-pairs", "5", "--stage2-epochs", "2"]
+    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,lbr") + ["--stage2-pairs", "5", "--stage2-epochs", "4"]
     assert main(argv) == 0
     data = out / "data/medical"
     every = data.joinpath("pairs.train.jsonl").read_text().splitlines()
-    sample = data.joinpath("pairs.train.5.jsonl").read_text().splitlines()
+    sample = data.joinpath("pairs.train.5.seed0.jsonl").read_text().splitlines()
     assert len(sample) == 5 and len(set(sample)) == 5 and set(sample) <= set(every)
     assert [every.index(line) for line in sample] == sorted(every.index(line) for line in sample)  # file order
     for run in ("any/llm_cl-seed0", "open/lbr-seed0"):
         stage2 = json.loads((out / "runs/medical" / run / "lbr_config.json").read_text())["stages"][-1]
-        assert stage2["pairs"].endswith("pairs.train.5.jsonl")
-        # Two epochs of 5 pairs at 8 a step: ceil(10 / 8) = 2 steps.
-        assert len((out / "runs/medical" / run / "train_log.jsonl").read_text().splitlines()) == 2
+        assert stage2["pairs"].endswith("pairs.train.5.seed0.jsonl")
+        # Four epochs of 5 pairs at 8 a step: ceil(20 / 8) = 3 steps (the budget alone says 2).
+        assert len((out / "runs/medical" / run / "train_log.jsonl").read_text().splitlines()) == 3
     assert json.loads((out / "experiment.json").read_text())["budget"]["max_pairs"] == 5
     assert "a sample of 5 of pairs.train.jsonl" in (out / "report.md").read_text()
-    # The same seed draws the same sample again.
-    data.joinpath("pairs.train.5.jsonl").unlink()
+    # The same seed draws the same sample again; another seed another sample, in its own file.
+    data.joinpath("pairs.train.5.seed0.jsonl").unlink()
     experiment = Experiment(output=out, domains=("medical",), budget=dataclasses.replace(TINY, max_pairs=5))
     assert experiment.stage2_pairs("medical").read_text().splitlines() == sample
+    other = dataclasses.replace(experiment, data_seed=1).stage2_pairs("medical")
+    assert other.name == "pairs.train.5.seed1.jsonl" and other.read_text().splitlines() != sample
+    # A sample file that these pairs and this seed would not draw is refused, not used.
+    other.rename(data / "pairs.train.5.seed0.jsonl")
+    with pytest.raises(ConfigError, match=r"pairs.train.5.seed0.jsonl is not the sample of 5 pairs"):
+        experiment.stage2_pairs("medical")
     # A sample as large as the pairs themselves is refused, naming the file.
     too_many = Experiment(output=out, domains=("medical",), budget=dataclasses.replace(TINY, max_pairs=len(every)))
     with pytest.raises(ConfigError, match=r"not below the \d+ training pairs in .*pairs.train.jsonl"):
         too_many.stage2_pairs("medical")
+    with pytest.raises(ConfigError, match="not below"):  # at the build, before any training
+        too_many._build("medical")
     with pytest.raises(ConfigError, match="max_pairs \\(--stage2-pairs\\) must be >= 1, got 0"):
         dataclasses.replace(TINY, max_pairs=0)
+
+
+def _fake_log(run_dir, tokens_per_step):
+    run_dir.mkdir(parents=True)
+    lines = [json.dumps({"step": i + 1, "loss": 1.0, "tokens": t}) for i, t in enumerate(tokens_per_step)]
+    (run_dir / "train_log.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_matched_steps_by_hand_and_refused_for_an_llm_cl_run_of_another_length(tmp_path):
+    budget = dataclasses.replace(TINY, stage2_steps=4)
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "llm_cl_matched"), budget=budget)
+    _fake_log(experiment.run_dir("medical", "open", "stage1-ib", 0), [500, 500, 301])
+    _fake_log(experiment.run_dir("medical", "open", "llm_cl", 0), [100, 120, 80, 100])
+    # 4 + ceil(2 * 1301 / (400 / 4)) = 4 + ceil(26.02) = 31
+    assert experiment._stage2_steps("medical", "open", "llm_cl_matched", 0) == 31
+    assert experiment._stage2_steps("medical", "open", "llm_cl", 0) == 4
+    longer = dataclasses.replace(experiment, budget=dataclasses.replace(budget, stage2_steps=3))
+    with pytest.raises(ConfigError, match=r"llm_cl-seed0 ran 4 stage-2 steps, not this budget's 3"):
+        longer._stage2_steps("medical", "open", "llm_cl_matched", 0)
+    other_seed = Experiment(output=tmp_path, domains=("medical",), seeds=(1,), budget=budget)
+    with pytest.raises(ConfigError, match=r"needs the finished runs .*stage1-ib-seed1 and .*llm_cl-seed1"):
+        other_seed._stage2_steps("medical", "open", "llm_cl_matched", 1)
+
+
+def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothing(tmp_path):
+    budget = dataclasses.replace(TINY, stage2_epochs=1.0, stage2_batch_size=10, max_docs=100)
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), budget=budget)
+    assert experiment.stage2_base_steps("medical", prior=True) == 12  # no data yet: 1.2 pairs a document
+    pairs = experiment.data_dir("medical") / "pairs.train.jsonl"
+    pairs.parent.mkdir(parents=True)
+    pairs.write_text("".join(json.dumps({"query": f"q{i}", "positive": "p"}) + "\n" for i in range(35)))
+    assert experiment.stage2_base_steps("medical", prior=True) == 4  # ceil(35 / 10)
+    sampled = dataclasses.replace(experiment, budget=dataclasses.replace(budget, max_pairs=21))
+    assert sampled.stage2_base_steps("medical", prior=True) == 3  # ceil(21 / 10)
+    sampled.tasks()
+    assert sorted(p.name for p in pairs.parent.iterdir()) == ["pairs.train.jsonl"]  # the estimate wrote no sample
 
 
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
@@ -454,11 +498,11 @@ def test_benchmark_refuses_a_zero_step_override(capsys):
     assert main(["benchmark", "--stage1-steps", "0", "--output", "unused"]) == 2
     assert "--stage1-steps must be >= 1" in capsys.readouterr().err
     assert main(["benchmark", "--stage2-lr", "0", "--output", "unused"]) == 2
-    assert "stage2_learning_rate must be > 0, got 0.0" in capsys.readouterr().err
+    assert "stage2_learning_rate (--stage2-lr) must be > 0, got 0.0" in capsys.readouterr().err
     assert main(["benchmark", "--stage1-epochs", "0", "--output", "unused"]) == 2
-    assert "stage1_epochs must be > 0, got 0.0" in capsys.readouterr().err
+    assert "stage1_epochs (--stage1-epochs) must be > 0, got 0.0" in capsys.readouterr().err
     assert main(["benchmark", "--stage2-epochs", "-1", "--output", "unused"]) == 2
-    assert "stage2_epochs must be > 0, got -1.0" in capsys.readouterr().err
+    assert "stage2_epochs (--stage2-epochs) must be > 0, got -1.0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["benchmark", "--stage2-epochs", "1", "--stage2-steps", "5", "--output", "unused"])
     assert "not allowed with argument" in capsys.readouterr().err

@@ -118,7 +118,8 @@ def register(subparsers: Any) -> None:
         dest="max_pairs",
         type=int,
         help="train stage 2 on a seeded sample of this many training pairs per domain, the same for every row "
-        "(default: all); for the few-labels regime",
+        "(default: all); for the few-labels regime. One N is a different fraction of each domain's pairs "
+        "(medical 2,397, chemistry 3,159, code 1,400 at the full budget)",
     )
     bench.add_argument(
         "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
