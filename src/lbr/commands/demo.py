@@ -116,6 +116,7 @@ def register(subparsers: Any) -> None:
     bench.add_argument(
         "--stage2-pairs",
         dest="max_pairs",
+        metavar="N",
         type=int,
         help="train stage 2 on a seeded sample of this many training pairs per domain, the same for every row "
         "(default: all); for the few-labels regime. One N is a different fraction of each domain's pairs "
