@@ -417,6 +417,11 @@ class Experiment:
             count = sum(1 for _ in iter_jsonl(self.stage2_pairs(domain)))
         return max(1, math.ceil(b.stage2_epochs * count / b.stage2_batch_size))
 
+    def stage2_pairs_name(self) -> str:
+        """The file name, in each domain's data directory, of the training pairs stage 2 reads."""
+        n = self.budget.max_pairs
+        return "pairs.train.jsonl" if n is None else f"pairs.train.{n}.seed{self.data_seed}.jsonl"
+
     def stage2_pairs(self, domain: str) -> Path:
         """The training pairs stage 2 reads: all of them, or with `max_pairs` a sample of that many
         (seeded by data_seed, in file order), written beside them and the same for every row.
@@ -433,7 +438,7 @@ class Experiment:
             )
         keep = sorted(random.Random(self.data_seed).sample(range(len(records)), n))
         chosen = [records[i] for i in keep]
-        sample = path.with_name(f"pairs.train.{n}.seed{self.data_seed}.jsonl")
+        sample = path.with_name(self.stage2_pairs_name())
         if not sample.exists():
             write_jsonl(sample, chosen)
         elif [record for _, record in iter_jsonl(sample)] != chosen:
@@ -743,9 +748,9 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         records, experiment.domains, experiment.methods, experiment.settings, seeds=len(experiment.seeds)
     )
     budget = experiment.budget.settings()
-    n = experiment.budget.max_pairs
-    sample = f"pairs.train.{n}.seed{experiment.data_seed}.jsonl"
-    pairs = "pairs.train.jsonl" if n is None else f"a sample of {n} of pairs.train.jsonl ({sample})"
+    pairs = experiment.stage2_pairs_name()
+    if experiment.budget.max_pairs is not None:
+        pairs = f"a sample of {experiment.budget.max_pairs} of pairs.train.jsonl ({pairs})"
     finished, total = experiment.evaluation_progress()
     progress = "" if finished == total else f" ({finished} of {total} evaluations finished)"
     text = (
