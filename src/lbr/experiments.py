@@ -308,15 +308,21 @@ class Experiment:
                 estimated_done += cost
         return self.collect()
 
+    def task_dir(self, kind: str, domain: str, setting: str, seed: int, name: str = "", method: str = "") -> Path:
+        """The run directory a training task writes: `stage1` takes the stage-1 run's name
+        (clm or ib), `stage2` the method."""
+        if kind == "stage1":
+            return self.run_dir(domain, setting, f"stage1-{name}", seed)
+        if kind == "stage2":
+            return self.run_dir(domain, setting, method, seed)
+        raise ValueError(f"only training tasks have a run directory, not {kind!r}")
+
     def resumes(self, kind: str, args: dict[str, Any]) -> bool:
         """Whether a training task will continue a run stopped part-way (its directory exists but
         holds no finished model)."""
-        if kind == "stage1":
-            out = self.run_dir(args["domain"], args["setting"], f"stage1-{args['name']}", args["seed"])
-        elif kind == "stage2":
-            out = self.run_dir(args["domain"], args["setting"], args["method"], args["seed"])
-        else:
+        if kind not in ("stage1", "stage2"):
             return False
+        out = self.task_dir(kind, **args)
         return out.exists() and not (out / "lbr_config.json").exists()
 
     def _build(self, domain: str) -> bool:
@@ -374,7 +380,7 @@ class Experiment:
     def _stage1(self, domain: str, setting: str, name: str, seed: int) -> bool:
         from lbr.training import learn
 
-        out = self.run_dir(domain, setting, f"stage1-{name}", seed)
+        out = self.task_dir("stage1", domain, setting, seed, name=name)
         if (out / "lbr_config.json").exists():
             return False
         stage1 = Stage1Config(
@@ -471,7 +477,7 @@ class Experiment:
     def _stage2(self, domain: str, setting: str, method: str, seed: int) -> bool:
         from lbr.training import represent
 
-        out = self.run_dir(domain, setting, method, seed)
+        out = self.task_dir("stage2", domain, setting, seed, method=method)
         if (out / "lbr_config.json").exists():
             return False
         start = STAGE1_OF.get(method)

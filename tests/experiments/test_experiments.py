@@ -84,7 +84,11 @@ def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
     assert not experiment.resumes("stage1", stage1)  # finished: skipped, not resumed
     experiment.run_dir("medical", "open", "llm_cl", 0).mkdir(parents=True)
     assert experiment.resumes("stage2", stage2)
+    assert experiment.resumes("stage2", {**stage2, "setting": "closed"})  # llm_cl: one run serves both settings
+    assert not experiment.resumes("stage2", {**stage2, "method": "lbr"})
     assert not experiment.resumes("evaluate", stage2)
+    with pytest.raises(ValueError, match="evaluate"):
+        experiment.task_dir("evaluate", **stage2)
 
 
 def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
