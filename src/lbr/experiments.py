@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,7 @@ class Experiment:
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
         stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
-        stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing
+        stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing (5.2 s measured)
         # The matched run's extra steps: stage-1 tokens twice, about 100 tokens a pair (medical: 265; 275 ran).
         stage1_tokens = b.stage1_steps_prior() * b.stage1_batch_size * b.segment_length
         matched_extra = 2 * stage1_tokens / (100 * b.stage2_batch_size)
@@ -271,7 +272,7 @@ class Experiment:
                         if method in HAS_STAGE2 and (method not in SETTING_FREE or first_setting):
                             steps = self.stage2_base_steps(domain, prior=True)
                             steps += matched_extra if method == "llm_cl_matched" else 0
-                            factor = 1.3 if method == "lbr" else 1.0  # the L_gen decoder pass
+                            factor = 2.0 if method == "lbr" else 1.0  # the L_gen decoder pass (9.6 s a step)
                             tasks.append(
                                 ("stage2", {**cell, "method": method, "seed": seed}, 10 + steps * stage2_step * factor)
                             )
@@ -288,12 +289,15 @@ class Experiment:
     def run(self) -> list[dict[str, Any]]:
         """Run every task not already done; return all result records."""
         self.check_output()
-        tasks = self.tasks()
-        remaining = sum(cost for _, _, cost in tasks)
-        estimated_done, spent, started = 0.0, 0.0, time.perf_counter()
-        for index, (kind, args, cost) in enumerate(tasks, start=1):
+        tasks = [(kind, args, cost, self.done(kind, args)) for kind, args, cost in self.tasks()]
+        remaining = sum(cost for _, _, cost, done in tasks if not done)
+        # Observed / prior seconds of each task run whole; the median shrugs off one that was slowed
+        # (a paused process, another job on the cores).
+        speeds: list[float] = []
+        started = time.perf_counter()
+        for index, (kind, args, cost, done) in enumerate(tasks, start=1):
             label = " ".join(str(v) for v in args.values())
-            speed = spent / estimated_done if estimated_done > 60 else 1.0  # observed / prior
+            speed = statistics.median(speeds) if speeds else 1.0
             elapsed = _minutes(time.perf_counter() - started)
             print(
                 f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(remaining * speed)} left)",
@@ -302,11 +306,18 @@ class Experiment:
             task_start = time.perf_counter()
             resumed = self.resumes(kind, args)
             did_work = getattr(self, f"_{kind}")(**args)
-            remaining -= cost
-            if did_work and not resumed:  # skipped or part-done tasks say nothing about speed
-                spent += time.perf_counter() - task_start
-                estimated_done += cost
+            remaining -= 0 if done else cost
+            if did_work and not resumed and cost >= 60:  # part-done or tiny tasks say little about speed
+                speeds.append((time.perf_counter() - task_start) / cost)
         return self.collect()
+
+    def done(self, kind: str, args: dict[str, Any]) -> bool:
+        """Whether a task's output is already there, so that running it would skip it."""
+        if kind == "build":
+            return (self.data_dir(args["domain"]) / "DATASHEET.md").exists()
+        if kind == "evaluate":
+            return self.result_path(**args).exists()
+        return (self.task_dir(kind, **args) / "lbr_config.json").exists()
 
     def task_dir(self, kind: str, domain: str, setting: str, seed: int, name: str = "", method: str = "") -> Path:
         """The run directory a training task writes: `stage1` takes the stage-1 run's name

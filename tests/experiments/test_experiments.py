@@ -513,3 +513,37 @@ def test_benchmark_refuses_a_zero_step_override(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--stage1-epochs", "1", "--stage1-steps", "5", "--output", "unused"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
+    import types
+
+    import lbr.experiments as experiments
+
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
+    plan = [("stage2", {**cell, "seed": seed}, 100.0) for seed in range(5)]
+    finished = experiment.run_dir("medical", "open", "llm_cl", 0)
+    finished.mkdir(parents=True)
+    (finished / "lbr_config.json").write_text("{}")
+    # Seed 2 runs 10x slower than its prior (say, the process was paused); the others 2x.
+    seconds = {1: 200.0, 2: 1000.0, 3: 200.0, 4: 200.0}
+    clock = [0.0]
+
+    def fake_stage2(domain, setting, method, seed):
+        if seed == 0:
+            return False  # finished: skipped
+        clock[0] += seconds[seed]
+        return True
+
+    monkeypatch.setattr(experiment, "tasks", lambda: plan)
+    monkeypatch.setattr(experiment, "_stage2", fake_stage2)
+    monkeypatch.setattr(experiment, "collect", lambda: [])
+    monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    experiment.run()
+    left = [line.split("about ")[1] for line in capsys.readouterr().out.splitlines() if "left)" in line]
+    # 4 pending x 100 s at the prior speed; the finished seed 0 counts for nothing.
+    assert left[0] == "6m40s left)" and left[1] == "6m40s left)"
+    assert left[2] == "10m00s left)"  # 3 x 100 s x 2
+    assert left[3] == "20m00s left)"  # median(2, 10) = 6: 2 x 100 s x 6
+    assert left[4] == "3m20s left)"  # 1 x 100 s x median(2, 10, 2) = 2, where the mean would give 4.67
