@@ -9,7 +9,15 @@ import pytest
 from lbr.cli import main
 from lbr.config import Stage2Config
 from lbr.errors import ConfigError, InputError
-from lbr.experiments import BUDGETS, Experiment, has_long_pairs, paired_table, results_table, summarise
+from lbr.experiments import (
+    BUDGETS,
+    Experiment,
+    has_long_pairs,
+    paired_table,
+    results_table,
+    stage2_checkpointing,
+    summarise,
+)
 
 TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_docs=60, encode_batch_size=16)
 
@@ -351,8 +359,8 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
     train1 = json.loads((runs / "stage1-ib-seed0/run_config.json").read_text())["train"]
     train2 = json.loads((runs / "lbr-seed0/run_config.json").read_text())["train"]
     assert (train1["learning_rate"], train2["learning_rate"]) == (3e-4, 1e-3)
-    # Checkpointing is on for stage 1 and off for stage 2, the faster choice for each here.
-    assert (train1["gradient_checkpointing"], train2["gradient_checkpointing"]) == (True, False)
+    # Checkpointing is on in both: stage 1 always, and LBR's stage 2 for its L_gen decoder pass.
+    assert (train1["gradient_checkpointing"], train2["gradient_checkpointing"]) == (True, True)
     assert len((runs / "stage1-ib-seed0/train_log.jsonl").read_text().splitlines()) == 3
     assert len((runs / "lbr-seed0/train_log.jsonl").read_text().splitlines()) == 1
     stage2 = json.loads((runs / "lbr-seed0/lbr_config.json").read_text())["stages"][1]
@@ -480,9 +488,9 @@ def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothi
     assert sorted(p.name for p in pairs.parent.iterdir()) == ["pairs.train.jsonl"]  # the estimate wrote no sample
 
 
-def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
+def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs_or_the_decoder_pass(tmp_path):
     pairs = tmp_path / "pairs.train.jsonl"
-    stage2 = Stage2Config(pairs=str(pairs))
+    stage2 = Stage2Config(pairs=str(pairs), gen_weight=0.0)
     # 400 characters with the one hard negative stage 2 uses; the unused second one does not count.
     short = {"query": "q" * 100, "positive": "p" * 150, "negatives": ["n" * 150, "x" * 5000]}
     pairs.write_text(json.dumps(short) + "\n")
@@ -490,8 +498,10 @@ def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs(tmp_path):
     long = dict(short, negatives=["n" * 250])  # 500 characters: the mean of the two is 450, not over
     pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
     assert not has_long_pairs(stage2)
+    assert not stage2_checkpointing(stage2)
+    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1))  # mu > 0: the L_gen decoder pass
     pairs.write_text(json.dumps(long) + "\n")
-    assert has_long_pairs(stage2)
+    assert has_long_pairs(stage2) and stage2_checkpointing(stage2)
     # A malformed pair gets the stage-2 reader's error, naming the file, the line and the field.
     pairs.write_text(json.dumps(long) + "\n" + json.dumps({"positive": "p"}) + "\n")
     with pytest.raises(InputError, match=r"pairs.train.jsonl:2: field 'query'"):
