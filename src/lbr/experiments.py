@@ -62,8 +62,9 @@ UNTRAINED = ("bm25", "minilm", "base")
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Settings added after an experiment directory was made take these values there.
 DEFAULT_RUN_SETTINGS = {"gen_target": "document", "decoder": "shared", "projector": "identity"}
-# Stage 2 keeps gradient checkpointing on for pairs longer than this on average (docs/PERFORMANCE.md, §4).
-LONG_PAIR_CHARS = 450
+# Stage 2 keeps gradient checkpointing on for pairs longer than this many tokens on average
+# (docs/PERFORMANCE.md, section 4): medical about 62, chemistry 157, code 173.
+LONG_PAIR_TOKENS = 100
 HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
 
 
@@ -507,11 +508,21 @@ class Experiment:
         represent(
             config,
             stage2,
-            self._train_config(out, seed, steps, stage=2, checkpointing=stage2_checkpointing(stage2)),
+            self._train_config(
+                out, seed, steps, stage=2, checkpointing=stage2_checkpointing(stage2, self._tokenizer())
+            ),
             resume=out.exists(),
             show_progress=self.show_progress,
         )
         return True
+
+    def _tokenizer(self) -> Any:
+        """The base model's tokenizer (a stage-1 run adds only the bottleneck tokens to it)."""
+        from transformers import AutoTokenizer
+
+        from lbr.modeling.loading import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(self.model))
 
     def _evaluate(self, domain: str, setting: str, method: str, seed: int) -> bool:
         from lbr.data.beir import load_beir
@@ -587,26 +598,37 @@ class Experiment:
         return records
 
 
-def stage2_checkpointing(stage2: Stage2Config) -> bool:
+def stage2_checkpointing(stage2: Stage2Config, tokenizer: Any) -> bool:
     """Whether a stage-2 run keeps gradient checkpointing on (docs/PERFORMANCE.md, section 4).
-    Plain contrastive steps on short pairs run 1.35x faster without it, at 4.2 GB instead of
-    2.9 GB. On long pairs (code) it costs no time and saves 2.7x the memory; with the L_gen
-    decoder pass (mu > 0) it costs about 3% of the step and saves 2.4x (8.8 GB against 3.7 GB
-    on medical, batch 16)."""
-    return stage2.gen_weight > 0 or has_long_pairs(stage2)
+    Plain contrastive steps on short pairs (medical) run 1.35x faster without it, at 4.2 GB
+    instead of 2.9 GB. On long pairs (code) it costs no time and saves 2.7x the memory; with the
+    L_gen decoder pass (mu > 0) it costs about 3% of the step and saves 2.4x (8.8 GB against
+    3.7 GB on medical, batch 16)."""
+    return stage2.gen_weight > 0 or has_long_pairs(stage2, tokenizer)
 
 
-def has_long_pairs(stage2: Stage2Config) -> bool:
-    """Whether stage 2's examples average over LONG_PAIR_CHARS characters (query, positive and the
-    hard negatives it uses): medical and chemistry about 300, code about 560. The pairs are read
-    with read_pairs, so bad input gets its usual error naming the file, line and field."""
+def has_long_pairs(stage2: Stage2Config, tokenizer: Any) -> bool:
+    """Whether stage 2's examples average over LONG_PAIR_TOKENS tokens: the query, the positive
+    and the hard negatives it uses, each cut at stage 2's maximum length. Tokens, not characters:
+    chemistry's IUPAC names and SMILES are as long as medical's text in characters and 2.5x longer
+    in tokens. The pairs are read with read_pairs, so bad input gets its usual error naming the
+    file, line and field."""
     from lbr.data.pairs import read_pairs
 
-    lengths = [
-        len(pair.query) + len(pair.positive) + sum(map(len, pair.negatives[: stage2.num_negatives]))
-        for pair in read_pairs(stage2.pairs)
-    ]
-    return bool(lengths) and sum(lengths) / len(lengths) > LONG_PAIR_CHARS
+    pairs = read_pairs(stage2.pairs)
+    if not pairs:
+        return False
+
+    def tokens(texts: list[str], limit: int) -> int:
+        if not texts:
+            return 0
+        return sum(min(limit, len(ids)) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    total = tokens([pair.query for pair in pairs], stage2.max_query_length)
+    documents = [pair.positive for pair in pairs]
+    documents += [negative for pair in pairs for negative in pair.negatives[: stage2.num_negatives]]
+    total += tokens(documents, stage2.max_document_length)
+    return total / len(pairs) > LONG_PAIR_TOKENS
 
 
 def _logged(run_dir: Path) -> tuple[int, int]:

@@ -489,23 +489,36 @@ def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothi
 
 
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs_or_the_decoder_pass(tmp_path):
+    def words(texts, add_special_tokens):  # a tokenizer with one token a word
+        assert add_special_tokens is False
+        return {"input_ids": [text.split() for text in texts]}
+
+    def text(n, word="w"):
+        return " ".join([word] * n)
+
     pairs = tmp_path / "pairs.train.jsonl"
-    stage2 = Stage2Config(pairs=str(pairs), gen_weight=0.0)
-    # 400 characters with the one hard negative stage 2 uses; the unused second one does not count.
-    short = {"query": "q" * 100, "positive": "p" * 150, "negatives": ["n" * 150, "x" * 5000]}
+    stage2 = Stage2Config(pairs=str(pairs), gen_weight=0.0, max_query_length=64, max_document_length=128)
+    # 100 tokens with the one hard negative stage 2 uses; the unused second one does not count.
+    short = {"query": text(30), "positive": text(40), "negatives": [text(30), text(5000)]}
     pairs.write_text(json.dumps(short) + "\n")
-    assert not has_long_pairs(stage2)
-    long = dict(short, negatives=["n" * 250])  # 500 characters: the mean of the two is 450, not over
-    pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")
-    assert not has_long_pairs(stage2)
-    assert not stage2_checkpointing(stage2)
-    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1))  # mu > 0: the L_gen decoder pass
-    pairs.write_text(json.dumps(long) + "\n")
-    assert has_long_pairs(stage2) and stage2_checkpointing(stage2)
+    assert not has_long_pairs(stage2, words)  # 100 is not over 100
+    assert not stage2_checkpointing(stage2, words)
+    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1), words)  # mu > 0: the decoder pass
+    # Each text counts up to its maximum length: 64 + 10 + 10 = 84, not the 110 it has.
+    cut = {"query": text(90), "positive": text(10), "negatives": [text(10)]}
+    pairs.write_text(json.dumps(cut) + "\n")
+    assert not has_long_pairs(stage2, words)
+    # Few tokens of many characters (as medical's text against chemistry's SMILES): not long.
+    wordy = {"query": text(30, "x" * 40), "positive": text(40, "y" * 40), "negatives": []}
+    pairs.write_text(json.dumps(wordy) + "\n")
+    assert not has_long_pairs(stage2, words)
+    long = {"query": text(80), "positive": text(200), "negatives": [text(30)]}  # 64 + 128 + 30 = 222
+    pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")  # mean 161
+    assert has_long_pairs(stage2, words) and stage2_checkpointing(stage2, words)
     # A malformed pair gets the stage-2 reader's error, naming the file, the line and the field.
     pairs.write_text(json.dumps(long) + "\n" + json.dumps({"positive": "p"}) + "\n")
     with pytest.raises(InputError, match=r"pairs.train.jsonl:2: field 'query'"):
-        has_long_pairs(stage2)
+        has_long_pairs(stage2, words)
 
 
 def test_benchmark_refuses_a_zero_step_override(capsys):
