@@ -18,26 +18,26 @@ def archive(source: Path, target: Path) -> int:
     """Copy the small files of `source` into `target`; return how many were copied."""
     if not (source / "experiment.json").exists():
         raise SystemExit(f"{source}: no experiment.json, so this is not an lbr benchmark output directory")
-    copied = 0
-    target.mkdir(parents=True, exist_ok=True)
+    pairs: list[tuple[Path, Path]] = []
     for name in ("experiment.json", "report.md", "results.json"):
-        if (source / name).exists():
-            shutil.copy2(source / name, target / name)
-            copied += 1
-    for results in sorted(source.glob("results*")):
-        if results.is_dir():
-            for path in sorted(results.rglob("*.json")):
-                destination = target / path.relative_to(source)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, destination)
-                copied += 1
-    # runs/<domain>/<setting>/<run>/train_log.jsonl, for finished runs only (linked runs included).
-    for log in sorted(source.glob("runs/*/*/*/train_log.jsonl")):
-        if (log.parent / "lbr_config.json").exists():
-            domain, setting, run = log.parts[-4:-1]
-            destination = target / "train-logs" / f"{domain}-{setting}-{run}.jsonl"
+        pairs.append((source / name, target / name))
+    for datasheet in sorted(source.glob("data/*/DATASHEET.md")):
+        pairs.append((datasheet, target / datasheet.relative_to(source)))
+    # results/ and results-dev/ are real directories (rglob would not follow a linked one).
+    for path in sorted(source.glob("results*/**/*.json")):
+        pairs.append((path, target / path.relative_to(source)))
+    # runs/<domain>/<setting>/<run>/, finished runs only (linked runs included): the training log
+    # and the run's settings (which, for one, say whether it used gradient checkpointing).
+    for run in sorted(source.glob("runs/*/*/*")):
+        if (run / "lbr_config.json").exists():
+            domain, setting, name = run.parts[-3:]
+            for file, suffix in (("train_log.jsonl", ".jsonl"), ("run_config.json", ".run_config.json")):
+                pairs.append((run / file, target / "train-logs" / f"{domain}-{setting}-{name}{suffix}"))
+    copied = 0
+    for origin, destination in pairs:
+        if origin.exists():
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(log, destination)
+            shutil.copy2(origin, destination)
             copied += 1
     return copied
 

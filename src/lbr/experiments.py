@@ -32,6 +32,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,8 @@ class Experiment:
         whole cells to report, the first setting with the first seed on every domain first.
         Untrained methods are evaluated once per domain, and the baselines without a stage 1 once
         per domain and seed, in the first setting's cell. The estimates only feed the time-left
-        message, which rescales them by how fast the finished tasks actually ran.
+        message, which rescales each kind of task (stage 1, stage 2, evaluation) by the median
+        observed / estimated time of the tasks of that kind run whole in this process.
         """
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
@@ -291,25 +293,28 @@ class Experiment:
         """Run every task not already done; return all result records."""
         self.check_output()
         tasks = [(kind, args, cost, self.done(kind, args)) for kind, args, cost in self.tasks()]
-        remaining = sum(cost for _, _, cost, done in tasks if not done)
-        # Observed / prior seconds of each task run whole; the median shrugs off one that was slowed
-        # (a paused process, another job on the cores).
-        speeds: list[float] = []
+        remaining = {kind: 0.0 for kind, _, _, _ in tasks}  # prior seconds of the tasks not done, by kind
+        for kind, _, cost, done in tasks:
+            remaining[kind] += 0 if done else cost
+        # Observed / prior seconds of each task run whole, by kind (the priors of stage 1, stage 2
+        # and evaluation are off by different factors); the median shrugs off one task that was
+        # slowed (a paused process, another job on the cores).
+        speeds: dict[str, list[float]] = {kind: [] for kind in remaining}
         started = time.perf_counter()
         for index, (kind, args, cost, done) in enumerate(tasks, start=1):
             label = " ".join(str(v) for v in args.values())
-            speed = statistics.median(speeds) if speeds else 1.0
+            left = sum(seconds * _speed(speeds, k) for k, seconds in remaining.items())
             elapsed = _minutes(time.perf_counter() - started)
             print(
-                f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(remaining * speed)} left)",
+                f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(left)} left)",
                 flush=True,
             )
             task_start = time.perf_counter()
             resumed = self.resumes(kind, args)
             did_work = getattr(self, f"_{kind}")(**args)
-            remaining -= 0 if done else cost
+            remaining[kind] -= 0 if done else cost
             if did_work and not resumed and cost >= 60:  # part-done or tiny tasks say little about speed
-                speeds.append((time.perf_counter() - task_start) / cost)
+                speeds[kind].append((time.perf_counter() - task_start) / cost)
         return self.collect()
 
     def done(self, kind: str, args: dict[str, Any]) -> bool:
@@ -318,16 +323,18 @@ class Experiment:
             return (self.data_dir(args["domain"]) / "DATASHEET.md").exists()
         if kind == "evaluate":
             return self.result_path(**args).exists()
-        return (self.task_dir(kind, **args) / "lbr_config.json").exists()
+        return _finished(self.task_dir(kind, **args))
 
-    def task_dir(self, kind: str, domain: str, setting: str, seed: int, name: str = "", method: str = "") -> Path:
+    def task_dir(
+        self, kind: str, domain: str, setting: str, seed: int, *, name: str | None = None, method: str | None = None
+    ) -> Path:
         """The run directory a training task writes: `stage1` takes the stage-1 run's name
         (clm or ib), `stage2` the method."""
-        if kind == "stage1":
+        if kind == "stage1" and name:
             return self.run_dir(domain, setting, f"stage1-{name}", seed)
-        if kind == "stage2":
+        if kind == "stage2" and method:
             return self.run_dir(domain, setting, method, seed)
-        raise ValueError(f"only training tasks have a run directory, not {kind!r}")
+        raise ValueError(f"no run directory for kind={kind!r}, name={name!r}, method={method!r}")
 
     def resumes(self, kind: str, args: dict[str, Any]) -> bool:
         """Whether a training task will continue a run stopped part-way (its directory exists but
@@ -335,7 +342,7 @@ class Experiment:
         if kind not in ("stage1", "stage2"):
             return False
         out = self.task_dir(kind, **args)
-        return out.exists() and not (out / "lbr_config.json").exists()
+        return out.exists() and not _finished(out)
 
     def _build(self, domain: str) -> bool:
         from lbr.data.builders import build
@@ -392,7 +399,7 @@ class Experiment:
         from lbr.training import learn
 
         out = self.task_dir("stage1", domain, setting, seed, name=name)
-        if (out / "lbr_config.json").exists():
+        if _finished(out):
             return False
         stage1 = Stage1Config(
             corpus=str(self.stage1_corpus(domain, setting)),
@@ -472,8 +479,8 @@ class Experiment:
         # As many training tokens as LBR's two stages together (stage-1 tokens read twice:
         # once by the encoder pass and once as the decoder's target).
         # The stage-1 run of the first setting stands for all (open and closed differ little in size).
-        stage1_run = self.run_dir(domain, self.settings[0], "stage1-ib", seed)
-        llm_cl_run = self.run_dir(domain, setting, "llm_cl", seed)
+        stage1_run = self.task_dir("stage1", domain, self.settings[0], seed, name="ib")
+        llm_cl_run = self.task_dir("stage2", domain, setting, seed, method="llm_cl")
         stage1_tokens = _logged(stage1_run)[1] * 2
         steps, tokens = _logged(llm_cl_run)
         if tokens <= 0 or stage1_tokens <= 0:
@@ -489,12 +496,12 @@ class Experiment:
         from lbr.training import represent
 
         out = self.task_dir("stage2", domain, setting, seed, method=method)
-        if (out / "lbr_config.json").exists():
+        if _finished(out):
             return False
-        start = STAGE1_OF.get(method)
-        model = str(self.run_dir(domain, setting, f"stage1-{start}", seed)) if start else self.model
-        if start and not (Path(model) / "lbr_config.json").exists():
-            self._stage1(domain, setting, start, seed)
+        model = self.model
+        if method in STAGE1_OF:
+            self._stage1(domain, setting, STAGE1_OF[method], seed)  # returns at once if finished
+            model = str(self.task_dir("stage1", domain, setting, seed, name=STAGE1_OF[method]))
         if method == "llm_cl_matched":
             self._stage2(domain, setting, "llm_cl", seed)
             self._stage1(domain, self.settings[0], "ib", seed)
@@ -505,12 +512,11 @@ class Experiment:
         )
         steps = self._stage2_steps(domain, setting, method, seed)
         config = dataclasses.replace(self._model_config(), model=model)
+        checkpointing = stage2_checkpointing(stage2, self._tokenizer)
         represent(
             config,
             stage2,
-            self._train_config(
-                out, seed, steps, stage=2, checkpointing=stage2_checkpointing(stage2, self._tokenizer())
-            ),
+            self._train_config(out, seed, steps, stage=2, checkpointing=checkpointing),
             resume=out.exists(),
             show_progress=self.show_progress,
         )
@@ -546,14 +552,13 @@ class Experiment:
                 show_progress_bar=self.show_progress,
             )
         else:
+            # Each trains its run first if needed; a finished run returns at once.
             if method == "lbr_unsup":
-                model_dir = self.run_dir(domain, setting, "stage1-ib", seed)
-                if not (model_dir / "lbr_config.json").exists():
-                    self._stage1(domain, setting, "ib", seed)
+                self._stage1(domain, setting, "ib", seed)
+                model_dir = self.task_dir("stage1", domain, setting, seed, name="ib")
             else:
-                model_dir = self.run_dir(domain, setting, method, seed)
-                if not (model_dir / "lbr_config.json").exists():
-                    self._stage2(domain, setting, method, seed)
+                self._stage2(domain, setting, method, seed)
+                model_dir = self.task_dir("stage2", domain, setting, seed, method=method)
             retriever = load_retriever(
                 str(model_dir), batch_size=self.budget.encode_batch_size, show_progress_bar=self.show_progress
             )
@@ -598,13 +603,14 @@ class Experiment:
         return records
 
 
-def stage2_checkpointing(stage2: Stage2Config, tokenizer: Any) -> bool:
-    """Whether a stage-2 run keeps gradient checkpointing on (docs/PERFORMANCE.md, section 4).
-    Plain contrastive steps on short pairs (medical) run 1.35x faster without it, at 4.2 GB
-    instead of 2.9 GB. On long pairs (code) it costs no time and saves 2.7x the memory; with the
-    L_gen decoder pass (mu > 0) it costs about 3% of the step and saves 2.4x (8.8 GB against
-    3.7 GB on medical, batch 16)."""
-    return stage2.gen_weight > 0 or has_long_pairs(stage2, tokenizer)
+def stage2_checkpointing(stage2: Stage2Config, load_tokenizer: Callable[[], Any]) -> bool:
+    """Whether a stage-2 run keeps gradient checkpointing on: memory first (docs/PERFORMANCE.md,
+    section 4). With the L_gen decoder pass (mu > 0): 3.7 GB against 8.8 GB on medical, at about
+    the same step time over three steps. On long pairs: code 3.7 against 9.9 GB at the same step
+    time; chemistry 4.4 against 10.5 GB, 1.39x slower. Plain contrastive steps on short pairs
+    (medical) run 1.35x faster without it, at 4.2 GB instead of 2.9 GB. The tokenizer is loaded
+    only when mu is 0."""
+    return stage2.gen_weight > 0 or has_long_pairs(stage2, load_tokenizer())
 
 
 def has_long_pairs(stage2: Stage2Config, tokenizer: Any) -> bool:
@@ -622,13 +628,29 @@ def has_long_pairs(stage2: Stage2Config, tokenizer: Any) -> bool:
     def tokens(texts: list[str], limit: int) -> int:
         if not texts:
             return 0
-        return sum(min(limit, len(ids)) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=limit)
+        return sum(min(limit, len(ids)) for ids in encoded["input_ids"])
 
-    total = tokens([pair.query for pair in pairs], stage2.max_query_length)
-    documents = [pair.positive for pair in pairs]
-    documents += [negative for pair in pairs for negative in pair.negatives[: stage2.num_negatives]]
-    total += tokens(documents, stage2.max_document_length)
+    queries = tokens([pair.query for pair in pairs], stage2.max_query_length)
+    positives = tokens([pair.positive for pair in pairs], stage2.max_document_length)
+    negatives = [negative for pair in pairs for negative in pair.negatives[: stage2.num_negatives]]
+    # The collator fills a missing hard negative with another pair's positive.
+    missing = len(pairs) * stage2.num_negatives - len(negatives)
+    total = queries + positives + tokens(negatives, stage2.max_document_length) + missing * positives / len(pairs)
     return total / len(pairs) > LONG_PAIR_TOKENS
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether a training run finished: its model config is written last."""
+    return (run_dir / "lbr_config.json").exists()
+
+
+def _speed(speeds: dict[str, list[float]], kind: str) -> float:
+    """Observed / prior seconds for a kind of task: the median of its own, else of all, else 1."""
+    if speeds.get(kind):
+        return statistics.median(speeds[kind])
+    every = [speed for values in speeds.values() for speed in values]
+    return statistics.median(every) if every else 1.0
 
 
 def _logged(run_dir: Path) -> tuple[int, int]:

@@ -95,8 +95,19 @@ def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
     assert experiment.resumes("stage2", {**stage2, "setting": "closed"})  # llm_cl: one run serves both settings
     assert not experiment.resumes("stage2", {**stage2, "method": "lbr"})
     assert not experiment.resumes("evaluate", stage2)
+    # done: what running the task would skip. Untrained methods have one result for every cell.
+    evaluate = {"domain": "medical", "setting": "closed", "method": "bm25", "seed": 1}
+    assert not experiment.done("evaluate", evaluate) and not experiment.done("build", {"domain": "medical"})
+    experiment.result_path("medical", "open", "bm25", 0).parent.mkdir(parents=True)
+    experiment.result_path("medical", "open", "bm25", 0).write_text("{}")
+    (experiment.data_dir("medical")).mkdir(parents=True)
+    (experiment.data_dir("medical") / "DATASHEET.md").write_text("")
+    assert experiment.done("evaluate", evaluate) and experiment.done("build", {"domain": "medical"})
+    assert experiment.done("stage1", stage1) and not experiment.done("stage2", stage2)
     with pytest.raises(ValueError, match="evaluate"):
         experiment.task_dir("evaluate", **stage2)
+    with pytest.raises(ValueError, match="method=None"):
+        experiment.task_dir("stage2", "medical", "open", 0, name="ib")  # the stage-2 task names a method
 
 
 def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
@@ -223,6 +234,13 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     per_query = lbr_record["per_query"]["nDCG@10"]
     assert len(per_query) == lbr_record["num_queries"]
     assert sum(per_query.values()) / len(per_query) == pytest.approx(lbr_record["metrics"]["nDCG@10"])
+
+    # Stage 2 checkpoints only where it saves memory: LBR's decoder pass, not medical's short pairs.
+    def checkpointing(run):
+        train = json.loads((out / "runs/medical" / run / "run_config.json").read_text())["train"]
+        return train["gradient_checkpointing"]
+
+    assert checkpointing("open/lbr-seed0") and not checkpointing("any/llm_cl-seed0")
     for baseline in ("LLM+CL", "LLM+CL compute-matched", "CLM->CL"):
         assert f"| medical | open | LBR − {baseline} | 1 |" in report
     # The stage-1 corpus holds only knowledge records of the benchmark's documents.
@@ -489,9 +507,12 @@ def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothi
 
 
 def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs_or_the_decoder_pass(tmp_path):
-    def words(texts, add_special_tokens):  # a tokenizer with one token a word
-        assert add_special_tokens is False
-        return {"input_ids": [text.split() for text in texts]}
+    def words(texts, add_special_tokens, truncation, max_length):  # a tokenizer with one token a word
+        assert add_special_tokens is False and truncation is True
+        return {"input_ids": [text.split()[:max_length] for text in texts]}
+
+    def no_tokenizer():
+        raise AssertionError("the tokenizer is not needed when mu > 0")
 
     def text(n, word="w"):
         return " ".join([word] * n)
@@ -502,19 +523,23 @@ def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs_or_the_decoder_
     short = {"query": text(30), "positive": text(40), "negatives": [text(30), text(5000)]}
     pairs.write_text(json.dumps(short) + "\n")
     assert not has_long_pairs(stage2, words)  # 100 is not over 100
-    assert not stage2_checkpointing(stage2, words)
-    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1), words)  # mu > 0: the decoder pass
+    assert not stage2_checkpointing(stage2, lambda: words)
+    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1), no_tokenizer)  # mu > 0: the decoder pass
     # Each text counts up to its maximum length: 64 + 10 + 10 = 84, not the 110 it has.
     cut = {"query": text(90), "positive": text(10), "negatives": [text(10)]}
     pairs.write_text(json.dumps(cut) + "\n")
     assert not has_long_pairs(stage2, words)
     # Few tokens of many characters (as medical's text against chemistry's SMILES): not long.
-    wordy = {"query": text(30, "x" * 40), "positive": text(40, "y" * 40), "negatives": []}
+    wordy = {"query": text(30, "x" * 40), "positive": text(40, "y" * 40), "negatives": [text(20, "z" * 40)]}
     pairs.write_text(json.dumps(wordy) + "\n")
     assert not has_long_pairs(stage2, words)
     long = {"query": text(80), "positive": text(200), "negatives": [text(30)]}  # 64 + 128 + 30 = 222
     pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")  # mean 161
-    assert has_long_pairs(stage2, words) and stage2_checkpointing(stage2, words)
+    assert has_long_pairs(stage2, words) and stage2_checkpointing(stage2, lambda: words)
+    # A pair without a hard negative gets another pair's positive in the batch: it counts as one.
+    bare = {"query": text(10), "positive": text(60), "negatives": []}  # 10 + 60 + 60 = 130
+    pairs.write_text(json.dumps(bare) + "\n")
+    assert has_long_pairs(stage2, words)
     # A malformed pair gets the stage-2 reader's error, naming the file, the line and the field.
     pairs.write_text(json.dumps(long) + "\n" + json.dumps({"positive": "p"}) + "\n")
     with pytest.raises(InputError, match=r"pairs.train.jsonl:2: field 'query'"):
@@ -538,11 +563,34 @@ def test_benchmark_refuses_a_zero_step_override(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
+def _timed_run(experiment, monkeypatch, capsys, plan, seconds):
+    """Run `plan` with fake tasks that take `seconds[(kind, seed)]` on a fake clock; return the
+    time-left part of each progress line."""
     import types
 
     import lbr.experiments as experiments
 
+    clock = [0.0]
+
+    def fake(kind):
+        def task(domain, setting, method, seed):
+            if (kind, seed) not in seconds:
+                return False  # finished: skipped
+            clock[0] += seconds[(kind, seed)]
+            return True
+
+        return task
+
+    monkeypatch.setattr(experiment, "tasks", lambda: plan)
+    monkeypatch.setattr(experiment, "_stage2", fake("stage2"))
+    monkeypatch.setattr(experiment, "_evaluate", fake("evaluate"))
+    monkeypatch.setattr(experiment, "collect", lambda: [])
+    monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    experiment.run()
+    return [line.split("about ")[1] for line in capsys.readouterr().out.splitlines() if "left)" in line]
+
+
+def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     plan = [("stage2", {**cell, "seed": seed}, 100.0) for seed in range(5)]
@@ -550,23 +598,29 @@ def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_pa
     finished.mkdir(parents=True)
     (finished / "lbr_config.json").write_text("{}")
     # Seed 2 runs 10x slower than its prior (say, the process was paused); the others 2x.
-    seconds = {1: 200.0, 2: 1000.0, 3: 200.0, 4: 200.0}
-    clock = [0.0]
-
-    def fake_stage2(domain, setting, method, seed):
-        if seed == 0:
-            return False  # finished: skipped
-        clock[0] += seconds[seed]
-        return True
-
-    monkeypatch.setattr(experiment, "tasks", lambda: plan)
-    monkeypatch.setattr(experiment, "_stage2", fake_stage2)
-    monkeypatch.setattr(experiment, "collect", lambda: [])
-    monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    experiment.run()
-    left = [line.split("about ")[1] for line in capsys.readouterr().out.splitlines() if "left)" in line]
+    seconds = {("stage2", 1): 200.0, ("stage2", 2): 1000.0, ("stage2", 3): 200.0, ("stage2", 4): 200.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
     # 4 pending x 100 s at the prior speed; the finished seed 0 counts for nothing.
     assert left[0] == "6m40s left)" and left[1] == "6m40s left)"
     assert left[2] == "10m00s left)"  # 3 x 100 s x 2
     assert left[3] == "20m00s left)"  # median(2, 10) = 6: 2 x 100 s x 6
     assert left[4] == "3m20s left)"  # 1 x 100 s x median(2, 10, 2) = 2, where the mean would give 4.67
+
+
+def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
+    # Stage 2 runs 3x its prior, evaluation 1x: each kind's remaining work takes its own speed,
+    # and a kind with no finished task yet borrows the others'.
+    plan = [(kind, {**cell, "seed": seed}, 100.0) for seed in (1, 2) for kind in ("stage2", "evaluate")]
+    seconds = {("stage2", 1): 300.0, ("evaluate", 1): 100.0, ("stage2", 2): 300.0, ("evaluate", 2): 100.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    assert left == ["6m40s left)", "15m00s left)", "6m40s left)", "1m40s left)"]
+    # A resumed run (its directory exists, unfinished) and a task of under a minute's prior say
+    # nothing about speed: only seed 2 does (2x), where the three would give a median of 5x.
+    experiment.run_dir("medical", "open", "llm_cl", 0).mkdir(parents=True)
+    plan = [("stage2", {**cell, "seed": 0}, 100.0), ("stage2", {**cell, "seed": 1}, 30.0)]
+    plan += [("stage2", {**cell, "seed": seed}, 100.0) for seed in (2, 3)]
+    seconds = {("stage2", 0): 500.0, ("stage2", 1): 150.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    assert left[3] == "3m20s left)"  # 100 s x 2
