@@ -165,8 +165,6 @@ class Experiment:
     data_seed: int = 0
     eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
     show_progress: bool = True
-    # "memory" or "speed" (stage2_checkpointing); the same results either way, so not recorded.
-    stage2_checkpointing: str = "memory"
 
     def __post_init__(self) -> None:
         for name, values, allowed in (
@@ -181,8 +179,6 @@ class Experiment:
             raise ConfigError("at least one seed is needed")
         if self.eval_split not in ("dev", "test"):
             raise ConfigError(f"eval_split must be dev or test, not {self.eval_split!r}")
-        if self.stage2_checkpointing not in ("memory", "speed"):
-            raise ConfigError(f"stage2_checkpointing must be memory or speed, not {self.stage2_checkpointing!r}")
 
     def run_settings(self) -> dict[str, Any]:
         """Everything that changes what a training run or a result is (not which cells run)."""
@@ -516,7 +512,7 @@ class Experiment:
         )
         steps = self._stage2_steps(domain, setting, method, seed)
         config = dataclasses.replace(self._model_config(), model=model)
-        checkpointing = stage2_checkpointing(stage2, self._tokenizer, self.stage2_checkpointing)
+        checkpointing = stage2_checkpointing(stage2, self._tokenizer)
         represent(
             config,
             stage2,
@@ -607,17 +603,14 @@ class Experiment:
         return records
 
 
-def stage2_checkpointing(stage2: Stage2Config, load_tokenizer: Callable[[], Any], policy: str = "memory") -> bool:
-    """Whether a stage-2 run keeps gradient checkpointing on (docs/PERFORMANCE.md, section 4).
-
-    With the L_gen decoder pass (mu > 0) always: 3.7 GB against 8.8 GB on medical, at about the
-    same step time over three steps. On long pairs only with policy "memory": code 3.7 against
-    9.9 GB at the same step time, but chemistry 4.4 against 10.5 GB at 1.39x the time. Plain
-    contrastive steps on short pairs (medical) run 1.35x faster without it, at 4.2 GB instead
-    of 2.9 GB. The tokenizer is loaded only when the pairs' length decides."""
-    if stage2.gen_weight > 0:
-        return True
-    return policy == "memory" and has_long_pairs(stage2, load_tokenizer())
+def stage2_checkpointing(stage2: Stage2Config, load_tokenizer: Callable[[], Any]) -> bool:
+    """Whether a stage-2 run keeps gradient checkpointing on: memory first (docs/PERFORMANCE.md,
+    section 4). With the L_gen decoder pass (mu > 0): 3.7 GB against 8.8 GB on medical, at about
+    the same step time over three steps. On long pairs: code 3.7 against 9.9 GB at the same step
+    time; chemistry 4.4 against 10.5 GB, 1.39x slower. Plain contrastive steps on short pairs
+    (medical) run 1.35x faster without it, at 4.2 GB instead of 2.9 GB. The tokenizer is loaded
+    only when mu is 0."""
+    return stage2.gen_weight > 0 or has_long_pairs(stage2, load_tokenizer())
 
 
 def has_long_pairs(stage2: Stage2Config, tokenizer: Any) -> bool:

@@ -536,8 +536,6 @@ def test_stage2_keeps_gradient_checkpointing_only_for_long_pairs_or_the_decoder_
     long = {"query": text(80), "positive": text(200), "negatives": [text(30)]}  # 64 + 128 + 30 = 222
     pairs.write_text(json.dumps(short) + "\n" + json.dumps(long) + "\n")  # mean 161
     assert has_long_pairs(stage2, words) and stage2_checkpointing(stage2, lambda: words)
-    assert not stage2_checkpointing(stage2, no_tokenizer, "speed")  # speed: only for the decoder pass
-    assert stage2_checkpointing(dataclasses.replace(stage2, gen_weight=0.1), no_tokenizer, "speed")
     # A pair without a hard negative gets another pair's positive in the batch: it counts as one.
     bare = {"query": text(10), "positive": text(60), "negatives": []}  # 10 + 60 + 60 = 130
     pairs.write_text(json.dumps(bare) + "\n")
@@ -626,20 +624,3 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
     seconds = {("stage2", 0): 500.0, ("stage2", 1): 150.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
     left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
     assert left[3] == "3m20s left)"  # 100 s x 2
-
-
-def test_stage2_checkpointing_policy_reaches_the_experiment_and_is_not_a_run_setting(tmp_path, monkeypatch, capsys):
-    import lbr.commands.demo as demo
-
-    seen = []
-    monkeypatch.setattr(demo, "_run", lambda experiment, title, report_only=False: seen.append(experiment) or 0)
-    assert main(["benchmark", "--stage2-checkpointing", "speed", "--output", str(tmp_path)]) == 0
-    assert main(["demo", "--output", str(tmp_path)]) == 0
-    assert [e.stage2_checkpointing for e in seen] == ["speed", "memory"]
-    # The same results either way: a grid may resume under the other policy.
-    assert seen[0].run_settings() == dataclasses.replace(seen[0], stage2_checkpointing="memory").run_settings()
-    with pytest.raises(SystemExit):
-        main(["benchmark", "--stage2-checkpointing", "fast", "--output", str(tmp_path)])
-    assert "invalid choice: 'fast'" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="stage2_checkpointing must be memory or speed"):
-        Experiment(output=tmp_path, stage2_checkpointing="fast")

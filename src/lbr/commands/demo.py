@@ -52,14 +52,6 @@ def _add_common(parser: argparse.ArgumentParser, *, budget: str, output: str) ->
     )
     parser.add_argument("--model", default="smollm2", help="the base LLM (default: the embedded SmolLM2-135M)")
     parser.add_argument("--no-progress", action="store_true", help="hide per-step progress bars")
-    parser.add_argument(
-        "--stage2-checkpointing",
-        choices=("memory", "speed"),
-        default="memory",
-        help="gradient checkpointing in stage 2 (the same results either way): 'memory' (default) "
-        "checkpoints for mu > 0 and for pairs over 100 tokens, about 4 GB at most; 'speed' only for "
-        "mu > 0, where it costs no time (chemistry 1.39x faster, at 10.5 GB)",
-    )
 
 
 def register(subparsers: Any) -> None:
@@ -183,7 +175,6 @@ def run_demo(args: argparse.Namespace) -> int:
         budget=BUDGETS[args.budget],
         model=args.model,
         show_progress=not args.no_progress,
-        stage2_checkpointing=args.stage2_checkpointing,
     )
     return _run(experiment, "lbr demo")
 
@@ -221,6 +212,5 @@ def run_benchmark(args: argparse.Namespace) -> int:
         num_bottleneck_tokens=args.num_bottleneck_tokens,
         eval_split=args.eval_split,
         show_progress=not args.no_progress,
-        stage2_checkpointing=args.stage2_checkpointing,
     )
     return _run(experiment, "lbr benchmark", report_only=args.report_only)
