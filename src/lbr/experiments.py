@@ -607,7 +607,7 @@ def stage2_checkpointing(stage2: Stage2Config, load_tokenizer: Callable[[], Any]
     """Whether a stage-2 run keeps gradient checkpointing on: memory first (docs/PERFORMANCE.md,
     section 4). With the L_gen decoder pass (mu > 0): 3.7 GB against 8.8 GB on medical, at about
     the same step time over three steps. On long pairs: code 3.7 against 9.9 GB at the same step
-    time; chemistry 4.4 against 10.5 GB, 1.39x slower. Plain contrastive steps on short pairs
+    time; chemistry 4.4 against 10.5 GB, time cost unclear. Plain contrastive steps on short pairs
     (medical) run 1.35x faster without it, at 4.2 GB instead of 2.9 GB. The tokenizer is loaded
     only when mu is 0."""
     return stage2.gen_weight > 0 or has_long_pairs(stage2, load_tokenizer())
