@@ -347,10 +347,9 @@ class Experiment:
     def _build(self, domain: str) -> bool:
         from lbr.data.builders import build
 
-        target = self.data_dir(domain)
-        built = not (target / "DATASHEET.md").exists()
+        built = not self.done("build", {"domain": domain})
         if built:
-            build(domain, target, max_docs=self.budget.max_docs, seed=self.data_seed)
+            build(domain, self.data_dir(domain), max_docs=self.budget.max_docs, seed=self.data_seed)
         if self.budget.max_pairs is not None:
             self.stage2_pairs(domain)  # a --stage2-pairs too large fails now, not hours later
         return built
