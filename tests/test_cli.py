@@ -215,3 +215,24 @@ def test_every_help_page_prints(command, capsys):
         main([*command, "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_read_texts_reads_titles_as_documents_are_trained(tmp_path):
+    from lbr.cli import read_texts
+    from lbr.errors import InputError
+
+    path = tmp_path / "docs.jsonl"
+    records = [
+        {"_id": "a", "title": "Atrial septal defect", "text": "A hole between the atria."},
+        {"_id": "b", "text": "No title here."},
+        {"_id": "c", "title": "", "text": "Empty title."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ids, texts = read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)
+    assert ids == ["a", "b", "c"]
+    assert texts == ["Atrial septal defect: A hole between the atria.", "No title here.", "Empty title."]
+    _, plain = read_texts(path, id_field="_id", text_field="text", title_field="", max_line_bytes=10_000)
+    assert plain[0] == "A hole between the atria."
+    path.write_text(json.dumps({"_id": "a", "title": 3, "text": "x"}) + "\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:1: field 'title'"):
+        read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)

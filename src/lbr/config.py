@@ -104,8 +104,9 @@ class TrainConfig:
     save_total_limit: int = _help("keep at most this many checkpoints", default=2)
     log_steps: int = _help("append losses to train_log.jsonl every N steps", default=1)
     gradient_checkpointing: bool = _help(
-        "recompute activations in the backward pass: about 30% more time for several times "
-        "less memory (a 32-pair stage-2 batch of SmolLM2 needs >24 GB without it)",
+        "recompute activations in the backward pass: on SmolLM2 it halves stage 1's memory at no "
+        "time cost, and in stage 2 saves 30% of memory at 1.35x the time on short pairs, 2.4-2.7x "
+        "of memory at about the same time on long pairs or with mu > 0 (docs/PERFORMANCE.md, section 4)",
         default=True,
     )
     token_budget: int = _help(
@@ -115,7 +116,8 @@ class TrainConfig:
     )
     bf16: bool = _help(
         "autocast matmuls to bfloat16 (weights and optimiser stay float32): 1.2-1.6x faster steps "
-        "on a CPU with AMX (docs/PERFORMANCE.md); effect on quality not yet measured",
+        "without gradient checkpointing on a CPU with AMX (docs/PERFORMANCE.md); effect on quality "
+        "not yet measured",
         default=False,
     )
     merge: bool = _help(

@@ -1,7 +1,7 @@
 """The LBR-vs-baselines experiment behind ``lbr demo`` and ``lbr benchmark``.
 
 An experiment is a grid of cells (domain x knowledge setting x method x seed). Each method is
-the same code path with other settings (METHOD.md, "Baselines and ablations"):
+the same code path with other settings (the method table in README.md):
 
 | method          | stage 1                  | stage 2                    |
 |-----------------|--------------------------|----------------------------|
@@ -126,7 +126,7 @@ class Budget:
 
 
 BUDGETS = {
-    # About 7-8 minutes a domain on 2 CPU cores (measured: docs/DEMO.md): shows the workflow, not the claim.
+    # About 6-8 minutes a domain on 2 CPU cores (measured: docs/DEMO.md): shows the workflow, not the claim.
     "demo": Budget(max_docs=250, stage1_steps=10, stage2_steps=10, stage1_batch_size=16, stage2_batch_size=16),
     # A minute or two: for trying the command.
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
@@ -534,8 +534,7 @@ class Experiment:
         from lbr.evaluation.baselines import DenseRetriever, load_retriever
         from lbr.evaluation.metrics import evaluate_run, per_query
 
-        path = self.result_path(domain, setting, method, seed)
-        if path.exists():
+        if self.done("evaluate", {"domain": domain, "setting": setting, "method": method, "seed": seed}):
             return False
         corpus, queries, qrels = load_beir(self.data_dir(domain), self.eval_split)
         started = time.perf_counter()
@@ -575,6 +574,7 @@ class Experiment:
             "per_query": {"nDCG@10": per_query(run, qrels, "ndcg", 10)},
             "seconds": round(time.perf_counter() - started, 1),
         }
+        path = self.result_path(domain, setting, method, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")

@@ -96,7 +96,12 @@ def test_resume_with_changed_settings_is_refused_listing_every_difference(
     assert "--force-resume" in err
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == before  # nothing touched
 
-    # Settings that do not change the computation (e.g. a longer run) are accepted.
+    # A longer run would rebuild the learning-rate schedule mid-run, so it is refused too.
+    code = _learn(tiny_model_dir, corpus_file, output, "-k", "3", "--batch-size", "4", "--max-steps", "8", "--resume")
+    err = capsys.readouterr().err
+    assert code == 2 and "train.max_steps: 6 -> 8" in err
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == before
+
     # --force-resume with an incompatible architecture is still a clear error, not a crash.
     code = _learn(
         tiny_model_dir,

@@ -68,8 +68,9 @@ def register(subparsers: Any) -> None:
 
     bench = subparsers.add_parser(
         "benchmark",
-        help="the full LBR-vs-baselines comparison (hours on a CPU; resumable)",
-        description="Every method of METHOD.md plus BM25, MiniLM and a compute-matched LLM+CL, over "
+        help="the full LBR-vs-baselines comparison (tens of CPU-hours at the full budget; resumable)",
+        description="Every method of the README's method table (base, LLM+CL, CLM->CL, LBR w/o refinement, "
+        "LBR-unsup, LBR) plus BM25, MiniLM and a compute-matched LLM+CL, over "
         "domains x knowledge settings x seeds. Stop it any time; rerun the same command to "
         "resume.",
     )
@@ -123,7 +124,10 @@ def register(subparsers: Any) -> None:
         "(medical 2,397, chemistry 3,159, code 1,400 at the full budget)",
     )
     bench.add_argument(
-        "--learning-rate", type=float, help="override the budget's peak learning rate (both stages unless --stage2-lr)"
+        "--learning-rate",
+        type=float,
+        help="override the budget's peak learning rate: stage 1, and stage 2 too unless --stage2-lr is given "
+        "or the budget has a stage-2 rate of its own (full: 5e-4)",
     )
     bench.add_argument("--stage2-lr", dest="stage2_learning_rate", type=float, help="the stage-2 peak learning rate")
     bench.add_argument(

@@ -89,14 +89,13 @@ def _config_defaults() -> dict[str, Any]:
     }
 
 
-# Settings that may change on resume without changing the computation.
+# Settings that may change on resume without changing the computation. Not the run's length:
+# the learning-rate schedule is built from it, so a longer run would jump to another curve mid-run.
 _RESUME_SAFE = {
     "train.gradient_checkpointing",
     "train.save_steps",
     "train.save_total_limit",
     "train.log_steps",
-    "train.max_steps",
-    "train.epochs",
 }
 
 
