@@ -155,10 +155,17 @@ class Stage1Config:
     know_weight: float = _help("weight of L_know (1 in the method; 0 trains only L_IB)", default=1.0)
     max_target_length: int = _help("maximum tokens of the decoder target y", default=64)
     text_field: str = _help("jsonl field holding the text", default="text")
+    next_field: str = _help(
+        "optional jsonl field holding the text that follows a record: the `continue` target's y for "
+        "the record's last segment (a record without it continues with its own next segment)",
+        default="next",
+    )
     max_line_bytes: int = _help("reject corpus lines longer than this", default=1_000_000)
 
     def __post_init__(self) -> None:
         _choice("target", self.target, ("reconstruct", "continue", "both"))
+        if self.next_field == self.text_field:
+            raise ConfigError(f"next_field and text_field are both {self.text_field!r}; they must differ")
         if self.segment_length < 2 or self.max_target_length < 1:
             raise ConfigError("segment_length must be >= 2 and max_target_length >= 1")
         if self.ib_weight < 0 or self.know_weight < 0:

@@ -18,6 +18,7 @@ CORPUS_SUFFIXES = (".txt", ".jsonl")
 class Document:
     text: str
     source: str  # "file:line", for error messages and provenance
+    next: str | None = None  # the text that follows it, if the record gives one (jsonl `next_field`)
 
 
 def corpus_files(path: str | Path) -> list[Path]:
@@ -35,17 +36,23 @@ def corpus_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_corpus(path: str | Path, *, text_field: str = "text", max_line_bytes: int = 1_000_000) -> list[Document]:
-    """Read documents: jsonl records (``text_field``) or paragraphs of .txt files.
+def read_corpus(
+    path: str | Path, *, text_field: str = "text", next_field: str = "next", max_line_bytes: int = 1_000_000
+) -> list[Document]:
+    """Read documents: jsonl records (``text_field``, and optionally ``next_field``: the text that
+    follows the record, for the ``continue`` target) or paragraphs of .txt files.
 
     In a .txt file, documents are separated by blank lines.
     """
     documents: list[Document] = []
     for file in corpus_files(path):
         if file.suffix == ".jsonl":
-            for line, record in iter_jsonl(file, required={text_field: str}, max_line_bytes=max_line_bytes):
+            for line, record in iter_jsonl(
+                file, required={text_field: str}, optional={next_field: str}, max_line_bytes=max_line_bytes
+            ):
                 if record[text_field].strip():
-                    documents.append(Document(record[text_field], f"{file}:{line}"))
+                    following = record.get(next_field) or ""
+                    documents.append(Document(record[text_field], f"{file}:{line}", following.strip() or None))
         else:
             documents.extend(_read_paragraphs(file, max_line_bytes))
     if not documents:
@@ -81,21 +88,29 @@ def segment_documents(
 ) -> list[Segment]:
     """Cut each document into segments of at most ``segment_length`` tokens.
 
+    A document's last segment continues with the document's own ``next`` text, if it has one.
+
     Args:
-        split_single: for the ``continue`` target, a document that fits in one segment is cut
-            in half so that it still has a continuation to predict.
+        split_single: for the ``continue`` target, a document that fits in one segment and has
+            no ``next`` text is cut in half so that it still has a continuation to predict.
     """
     segments: list[Segment] = []
     encoded = tokenizer([doc.text for doc in documents], add_special_tokens=False)["input_ids"]
-    for tokens in encoded:
+    given = [i for i, doc in enumerate(documents) if doc.next]
+    tails: dict[int, list[int]] = {}
+    if given:
+        tail_ids = tokenizer([documents[i].next for i in given], add_special_tokens=False)["input_ids"]
+        tails = {i: ids for i, ids in zip(given, tail_ids, strict=True) if ids}
+    for number, tokens in enumerate(encoded):
         if not tokens:
             continue
         pieces = [tokens[i : i + segment_length] for i in range(0, len(tokens), segment_length)]
-        if len(pieces) == 1 and split_single and len(tokens) >= 2:
+        tail = tails.get(number)
+        if len(pieces) == 1 and split_single and tail is None and len(tokens) >= 2:
             half = len(tokens) // 2
             pieces = [tokens[:half], tokens[half:]]
         for index, piece in enumerate(pieces):
-            following = pieces[index + 1] if index + 1 < len(pieces) else None
+            following = pieces[index + 1] if index + 1 < len(pieces) else tail
             segments.append(Segment(piece, following))
     return segments
 

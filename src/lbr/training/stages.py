@@ -97,7 +97,12 @@ def learn(
         raise ConfigError("stage 1 needs a corpus (--corpus)")
     if not train.output:
         raise ConfigError("set an output directory (--output)")
-    documents = read_corpus(stage1.corpus, text_field=stage1.text_field, max_line_bytes=stage1.max_line_bytes)
+    documents = read_corpus(
+        stage1.corpus,
+        text_field=stage1.text_field,
+        next_field=stage1.next_field,
+        max_line_bytes=stage1.max_line_bytes,
+    )
     prepare_output_dir(Path(train.output), resume=resume, overwrite=overwrite)
     model = build_or_load(model_config, seed=train.seed, explicit=explicit)
     segments = segment_documents(
