@@ -62,7 +62,16 @@ UNTRAINED = ("bm25", "minilm", "base")
 # Methods that read no stage-1 corpus do not depend on the knowledge setting: run them once.
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Settings added after an experiment directory was made take these values there.
-DEFAULT_RUN_SETTINGS = {"gen_target": "document", "decoder": "shared", "projector": "identity"}
+DEFAULT_RUN_SETTINGS = {
+    "gen_target": "document",
+    "decoder": "shared",
+    "projector": "identity",
+    "knowledge_form": "record",
+}
+# How stage 1 reads a domain's knowledge: each record as one text ("record"), or each benchmark
+# document as retrieval encodes it ("title: text") with its knowledge record as the text that
+# follows ("document-next"; the `continue` target's y, docs/RESULTS.md round 7).
+KNOWLEDGE_FORMS = ("record", "document-next")
 # Stage 2 keeps gradient checkpointing on for pairs longer than this many tokens on average
 # (docs/PERFORMANCE.md, section 4): medical about 62, chemistry 157, code 173.
 LONG_PAIR_TOKENS = 100
@@ -162,6 +171,7 @@ class Experiment:
     num_bottleneck_tokens: int = 4
     decoder: str = "shared"
     projector: str = "calibrated"
+    knowledge_form: str = "record"
     data_seed: int = 0
     eval_split: str = "test"  # "dev" for tuning: the test queries stay unseen
     show_progress: bool = True
@@ -179,6 +189,10 @@ class Experiment:
             raise ConfigError("at least one seed is needed")
         if self.eval_split not in ("dev", "test"):
             raise ConfigError(f"eval_split must be dev or test, not {self.eval_split!r}")
+        if self.knowledge_form not in KNOWLEDGE_FORMS:
+            raise ConfigError(
+                f"knowledge_form must be one of {', '.join(KNOWLEDGE_FORMS)}, not {self.knowledge_form!r}"
+            )
 
     def run_settings(self) -> dict[str, Any]:
         """Everything that changes what a training run or a result is (not which cells run)."""
@@ -192,6 +206,7 @@ class Experiment:
             "num_bottleneck_tokens": self.num_bottleneck_tokens,
             "decoder": self.decoder,
             "projector": self.projector,
+            "knowledge_form": self.knowledge_form,
             "data_seed": self.data_seed,
         }
 
@@ -355,15 +370,29 @@ class Experiment:
         return built
 
     def stage1_corpus(self, domain: str, setting: str) -> Path:
-        """The knowledge records of the benchmark's documents (written once per setting)."""
+        """The knowledge records of the benchmark's documents (written once per setting and form).
+
+        With knowledge_form "document-next", each record becomes {"text": the document as
+        retrieval encodes it, "next": the record's text}, in the same order.
+        """
+        from lbr.data.beir import format_document
+
         data = self.data_dir(domain)
-        path = data / f"stage1.{setting}.jsonl"
+        form = "" if self.knowledge_form == "record" else f".{self.knowledge_form}"
+        path = data / f"stage1.{setting}{form}.jsonl"
         if path.exists():
             return path
-        corpus_ids = {record["_id"] for _, record in iter_jsonl(data / "corpus.jsonl")}
-        records = [
-            record for _, record in iter_jsonl(data / f"knowledge.{setting}.jsonl") if record["id"] in corpus_ids
-        ]
+        corpus = {record["_id"]: record for _, record in iter_jsonl(data / "corpus.jsonl")}
+        records = [record for _, record in iter_jsonl(data / f"knowledge.{setting}.jsonl") if record["id"] in corpus]
+        if self.knowledge_form == "document-next":
+            records = [
+                {
+                    "id": record["id"],
+                    "text": format_document(corpus[record["id"]].get("title", ""), corpus[record["id"]]["text"]),
+                    "next": record["text"],
+                }
+                for record in records
+            ]
         write_jsonl(path, records)
         return path
 
@@ -406,6 +435,8 @@ class Experiment:
             target=self.target,
             ib_weight=self.ib_weight if name == "ib" else 0.0,
         )
+        if self.knowledge_form == "document-next":  # a whole knowledge record is the target: room for two segments
+            stage1 = dataclasses.replace(stage1, max_target_length=2 * self.budget.segment_length)
         learn(
             self._model_config(),
             stage1,

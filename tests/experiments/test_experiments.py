@@ -344,9 +344,45 @@ def test_output_made_with_other_settings_is_refused_and_same_settings_resume(tmp
         bm25_only(target="continue", gen_target="query").run()
     with pytest.raises(ConfigError, match="budget"):
         bm25_only(target="continue", budget=dataclasses.replace(TINY, stage2_learning_rate=1e-3)).run()
+    with pytest.raises(ConfigError, match=r"knowledge_form: this directory has 'record', asked 'document-next'"):
+        bm25_only(target="continue", knowledge_form="document-next").run()
+    with pytest.raises(ConfigError, match="knowledge_form must be one of"):
+        bm25_only(knowledge_form="records")
+    # A directory made before knowledge_form existed holds the record form.
+    del saved["knowledge_form"]
+    (tmp_path / "experiment.json").write_text(json.dumps(saved))
+    assert bm25_only(target="continue").run()
     (tmp_path / "experiment.json").write_text("{not json")
     with pytest.raises(ConfigError, match="experiment.json: unreadable"):
         bm25_only(target="continue").run()
+
+
+def test_document_next_form_reads_each_document_then_its_knowledge_record(tiny_model_dir, tmp_path, monkeypatch):
+    import lbr.commands.demo as demo
+    from lbr.data.beir import format_document
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+    out = tmp_path / "bench"
+    argv = _tiny_benchmark(tiny_model_dir, out, "lbr_unsup") + [
+        "--knowledge-form",
+        "document-next",
+        "--target",
+        "continue",
+    ]
+    assert main(argv) == 0
+    data = out / "data/medical"
+    corpus = {r["_id"]: r for r in map(json.loads, (data / "corpus.jsonl").read_text().splitlines())}
+    knowledge = {r["id"]: r["text"] for r in map(json.loads, (data / "knowledge.open.jsonl").read_text().splitlines())}
+    records = [json.loads(line) for line in (data / "stage1.open.document-next.jsonl").read_text().splitlines()]
+    assert len(records) == len(corpus)  # every benchmark document has its knowledge record
+    for record in records:
+        document = corpus[record["id"]]
+        assert record["text"] == format_document(document["title"], document["text"])
+        assert record["next"] == knowledge[record["id"]]
+    assert not (data / "stage1.open.jsonl").exists()  # the record form was not asked for
+    run_config = json.loads((out / "runs/medical/open/stage1-ib-seed0/run_config.json").read_text())
+    assert run_config["stage1"]["corpus"].endswith("stage1.open.document-next.jsonl")
+    assert run_config["stage1"]["max_target_length"] == 2 * TINY.segment_length
 
 
 def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lbr.errors import ConfigError
-from lbr.experiments import BUDGETS, DOMAINS, METHODS, SETTINGS, Experiment, write_report
+from lbr.experiments import BUDGETS, DOMAINS, KNOWLEDGE_FORMS, METHODS, SETTINGS, Experiment, write_report
 
 
 def _csv(kind: str, allowed: tuple[str, ...]):
@@ -101,6 +101,13 @@ def register(subparsers: Any) -> None:
         default="calibrated",
         help="P, from z to the decoder's prefix (default: calibrated; `identity` closes the bottleneck channel, "
         "docs/RESULTS.md)",
+    )
+    bench.add_argument(
+        "--knowledge-form",
+        choices=KNOWLEDGE_FORMS,
+        default="record",
+        help="how stage 1 reads each document's knowledge record: as one text (record, default), or as the "
+        "document as retrieval encodes it followed by its record, the --target continue y (document-next)",
     )
     stage1_length = bench.add_mutually_exclusive_group()
     stage1_length.add_argument("--stage1-steps", type=int, help="override the budget's stage-1 steps")
@@ -213,6 +220,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         gen_target=args.gen_target,
         decoder=args.decoder,
         projector=args.projector,
+        knowledge_form=args.knowledge_form,
         num_bottleneck_tokens=args.num_bottleneck_tokens,
         eval_split=args.eval_split,
         show_progress=not args.no_progress,
