@@ -137,6 +137,26 @@ def test_resume_with_changed_settings_is_refused_listing_every_difference(
     assert steps == list(range(1, 9))
 
 
+def test_resume_after_the_data_changed_size_is_refused(tmp_path, tiny_model_dir, corpus_file, monkeypatch, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(corpus_file, corpus)
+    output = tmp_path / "run"
+    _interrupt_at(monkeypatch, 3)
+    assert _learn(tiny_model_dir, corpus, output, "--batch-size", "4", "--epochs", "1") == 130
+    monkeypatch.undo()
+    before = sorted(p.name for p in (output / "checkpoints").iterdir())
+    # The same settings, but the corpus grew: one epoch is now more steps than the schedule's.
+    with corpus.open("a") as handle:
+        handle.write(corpus_file.read_text() * 2)
+    assert _learn(tiny_model_dir, corpus, output, "--batch-size", "4", "--epochs", "1", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "this run was planned for" in err and "--force-resume" in err and "Traceback" not in err
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == before
+    # With the corpus as it was, the run resumes.
+    shutil.copy(corpus_file, corpus)
+    assert _learn(tiny_model_dir, corpus, output, "--batch-size", "4", "--epochs", "1", "--resume") == 0
+
+
 def _poison(monkeypatch, loss_cls, *, at_call: int, how: str) -> None:
     """From the ``at_call``-th forward on, make the loss NaN, or keep it finite with NaN gradients."""
     original = loss_cls.forward

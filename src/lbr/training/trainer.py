@@ -292,7 +292,7 @@ class Trainer:
                 trainable=trainable,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
-                extra={"run_config": self.run_config},
+                extra={"run_config": self.run_config, "total_steps": self.total_steps},
                 keep=self.config.save_total_limit,
             )
         self.accelerator.wait_for_everyone()
@@ -322,6 +322,15 @@ class Trainer:
         if not checkpoints:
             return 0
         path, checkpoint = self._load_newest_readable(checkpoints)
+        # In epochs mode the length comes from the data and the process count, which the run
+        # config does not hold; the schedule was built for the saved length (older checkpoints lack it).
+        planned = checkpoint["state"].get("total_steps")
+        if planned is not None and planned != self.total_steps and not force:
+            raise ConfigError(
+                f"{path}: this run was planned for {planned} steps, now it would take {self.total_steps} "
+                "(the training data changed size, or the number of processes did), and the learning-rate "
+                "schedule would jump. Pass --force-resume to resume anyway."
+            )
         unwrapped = self.accelerator.unwrap_model(self.objective)
         params = dict(unwrapped.named_parameters())
         missing = [name for name in checkpoint["trainable"] if name not in params]
