@@ -385,13 +385,10 @@ class Experiment:
         corpus = {record["_id"]: record for _, record in iter_jsonl(data / "corpus.jsonl")}
         records = [record for _, record in iter_jsonl(data / f"knowledge.{setting}.jsonl") if record["id"] in corpus]
         if self.knowledge_form == "document-next":
+            documents = [corpus[record["id"]] for record in records]
             records = [
-                {
-                    "id": record["id"],
-                    "text": format_document(corpus[record["id"]].get("title", ""), corpus[record["id"]]["text"]),
-                    "next": record["text"],
-                }
-                for record in records
+                {"id": record["id"], "text": format_document(doc.get("title", ""), doc["text"]), "next": record["text"]}
+                for record, doc in zip(records, documents, strict=True)
             ]
         write_jsonl(path, records)
         return path
