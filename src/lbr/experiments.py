@@ -76,6 +76,10 @@ KNOWLEDGE_FORMS = ("record", "document-next")
 # (docs/PERFORMANCE.md, section 4): medical about 62, chemistry 157, code 173.
 LONG_PAIR_TOKENS = 100
 HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
+# The order in which a cell trains and evaluates its methods: the untrained ones, then LBR and the
+# three baselines its claim is judged against (docs/RESULTS.md), then the ablations. LBR runs
+# before the compute-matched baseline, whose step count needs LBR's stage-1 run.
+RUN_ORDER = ("bm25", "minilm", "base", "llm_cl", "lbr", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr_unsup")
 
 
 @dataclass
@@ -261,13 +265,16 @@ class Experiment:
     def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every task in order, as (kind, arguments, prior estimate of its seconds on 2 CPU cores).
 
-        Cells run setting by setting, then seed by seed, then domain by domain, and each cell is
-        evaluated as soon as it is trained. A grid stopped part-way (it takes many hours) then has
-        whole cells to report, the first setting with the first seed on every domain first.
-        Untrained methods are evaluated once per domain, and the baselines without a stage 1 once
-        per domain and seed, in the first setting's cell. The estimates only feed the time-left
-        message, which rescales each kind of task (stage 1, stage 2, evaluation) by the median
-        observed / estimated time of the tasks of that kind run whole in this process.
+        Cells run setting by setting, then seed by seed, then domain by domain. Within a cell,
+        methods run in RUN_ORDER, and each is evaluated as soon as it is trained, so a grid
+        stopped part-way (it takes many hours) has a result file for every method it finished:
+        the first setting with the first seed on every domain first, and within a cell the rows
+        the claim is judged on first. Untrained methods are evaluated once per domain, and the
+        baselines without a stage 1 once per domain and seed, in the first setting's cell.
+
+        The estimates only feed the time-left message, which rescales each kind of task (stage 1,
+        stage 2, evaluation) by the median observed / estimated time of the tasks of that kind run
+        whole in this process.
         """
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
@@ -283,22 +290,25 @@ class Experiment:
             for seed in self.seeds:
                 for domain in self.domains:
                     cell = {"domain": domain, "setting": setting}
-                    for name in sorted({STAGE1_OF[m] for m in self.methods if m in STAGE1_OF}):
-                        args = {**cell, "name": name, "seed": seed}
-                        tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[name]))
-                    for method in self.methods:
-                        if method in HAS_STAGE2 and (method not in SETTING_FREE or first_setting):
+                    stage1_listed: set[str] = set()
+                    for method in sorted(self.methods, key=RUN_ORDER.index):
+                        if method in UNTRAINED and not (first_setting and seed == self.seeds[0]):
+                            continue
+                        if method in SETTING_FREE and not first_setting:
+                            continue
+                        # The matched run counts the first setting's stage-1 (ib) tokens.
+                        needs = STAGE1_OF.get(method) or ("ib" if method == "llm_cl_matched" else None)
+                        if needs and needs not in stage1_listed:
+                            stage1_listed.add(needs)
+                            args = {**cell, "name": needs, "seed": seed}
+                            tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[needs]))
+                        if method in HAS_STAGE2:
                             steps = self.stage2_base_steps(domain, prior=True)
                             steps += matched_extra if method == "llm_cl_matched" else 0
                             factor = 2.0 if method == "lbr" else 1.0  # the L_gen decoder pass (9.6 s a step)
                             tasks.append(
                                 ("stage2", {**cell, "method": method, "seed": seed}, 10 + steps * stage2_step * factor)
                             )
-                    for method in self.methods:
-                        if method in UNTRAINED and not (first_setting and seed == self.seeds[0]):
-                            continue
-                        if method in SETTING_FREE and not first_setting:
-                            continue
                         cost = {"bm25": 2.0, "minilm": 20.0}.get(method, encode)
                         tasks.append(("evaluate", {**cell, "method": method, "seed": seed}, cost))
         return tasks
@@ -324,21 +334,48 @@ class Experiment:
                 f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(left)} left)",
                 flush=True,
             )
-            task_start = time.perf_counter()
-            resumed = self.resumes(kind, args)
-            did_work = getattr(self, f"_{kind}")(**args)
+            # Checked again: a task can be done by now (another task trained it as a dependency).
+            if not self.done(kind, args):
+                task_start = time.perf_counter()
+                resumed = self.resumes(kind, args)
+                did_work = getattr(self, f"_{kind}")(**args)
+                if did_work and not resumed and cost >= 60:  # part-done or tiny tasks say little about speed
+                    speeds[kind].append((time.perf_counter() - task_start) / cost)
             remaining[kind] -= 0 if done else cost
-            if did_work and not resumed and cost >= 60:  # part-done or tiny tasks say little about speed
-                speeds[kind].append((time.perf_counter() - task_start) / cost)
         return self.collect()
 
     def done(self, kind: str, args: dict[str, Any]) -> bool:
-        """Whether a task's output is already there, so that running it would skip it."""
+        """Whether a task's output is already there, so that running it would skip it.
+
+        A training run is also done when every evaluation that reads it has its result file:
+        a finished grid whose run directories were deleted (they hold gigabytes of weights), or
+        whose result files were copied from an archive, is not trained again.
+        """
         if kind == "build":
             return (self.data_dir(args["domain"]) / "DATASHEET.md").exists()
         if kind == "evaluate":
             return self.result_path(**args).exists()
-        return _finished(self.task_dir(kind, **args))
+        if _finished(self.task_dir(kind, **args)):
+            return True
+        return all(self.result_path(**reader).exists() for reader in self.readers(kind, args))
+
+    def readers(self, kind: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """The evaluations (as `evaluate` task arguments) that read a training run, directly or
+        through a later run: a stage-1 run is read by the methods that start from it, and the
+        first setting's λ > 0 run also by the compute-matched baseline, which counts its tokens;
+        a stage-2 run by its own evaluation, and LLM+CL's also by the compute-matched one."""
+        cell = {"domain": args["domain"], "setting": args["setting"], "seed": args["seed"]}
+        if kind == "stage1":
+            methods = [m for m in self.methods if STAGE1_OF.get(m) == args["name"]]
+            if args["name"] == "ib" and args["setting"] == self.settings[0]:
+                methods += [m for m in self.methods if m == "llm_cl_matched"]
+        elif kind == "stage2":
+            methods = [args["method"]]
+            if args["method"] == "llm_cl":
+                methods += [m for m in self.methods if m == "llm_cl_matched"]
+        else:
+            raise ValueError(f"only training tasks have readers, not {kind!r}")
+        return [{**cell, "method": method} for method in methods]
 
     def task_dir(
         self, kind: str, domain: str, setting: str, seed: int, *, name: str | None = None, method: str | None = None

@@ -110,6 +110,40 @@ def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
         experiment.task_dir("stage2", "medical", "open", 0, name="ib")  # the stage-2 task names a method
 
 
+def test_a_training_run_is_done_once_every_evaluation_reading_it_has_a_result(tmp_path):
+    experiment = Experiment(
+        output=tmp_path,
+        domains=("medical",),
+        settings=("open", "closed"),
+        methods=("llm_cl", "llm_cl_matched", "lbr", "lbr_unsup"),
+    )
+    cell = {"domain": "medical", "seed": 0}
+
+    def finish(setting, method):
+        path = experiment.result_path(setting=setting, method=method, **cell)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+
+    ib_open = {**cell, "setting": "open", "name": "ib"}
+    ib_closed = {**cell, "setting": "closed", "name": "ib"}
+    llm_cl = {**cell, "setting": "open", "method": "llm_cl"}
+    finish("open", "lbr")
+    finish("open", "lbr_unsup")
+    # The first setting's λ > 0 run is still read by the compute-matched baseline (its tokens).
+    assert not experiment.done("stage1", ib_open)
+    finish("open", "llm_cl")
+    assert not experiment.done("stage2", llm_cl)  # the matched run reads LLM+CL's steps too
+    finish("open", "llm_cl_matched")
+    assert experiment.done("stage1", ib_open) and experiment.done("stage2", llm_cl)
+    assert not experiment.done("stage1", ib_closed)  # read by the closed cell's methods only
+    finish("closed", "lbr")
+    assert not experiment.done("stage1", ib_closed)
+    finish("closed", "lbr_unsup")
+    assert experiment.done("stage1", ib_closed)
+    with pytest.raises(ValueError, match="evaluate"):
+        experiment.readers("evaluate", llm_cl)
+
+
 def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
     experiment = Experiment(
         output=tmp_path,
@@ -130,16 +164,29 @@ def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
             assert cell not in cells, f"cell {cell} was interrupted by another"
             cells.append(cell)
     assert cells == [(s, seed, d) for s in ("open", "closed") for seed in (0, 1) for d in ("medical", "code")]
-    # Each cell is evaluated right after it is trained, before the next cell's training starts.
-    kinds = [(kind, (args["setting"], args["seed"], args["domain"])) for kind, args, _ in tasks[2:]]
-    for index, (kind, cell) in enumerate(kinds[:-1]):
+    # Each method is evaluated right after its training, and every run is trained before the
+    # evaluations that read it: LBR (and its stage 1) before the compute-matched baseline.
+    done: set[tuple] = set()
+    for kind, args, _ in tasks[2:]:
         if kind == "evaluate":
-            assert kinds[index + 1][0] == "evaluate" or kinds[index + 1][1] != cell
-    # Within a cell, stage 1 before stage 2 before evaluation.
-    order = {"stage1": 0, "stage2": 1, "evaluate": 2}
-    for index, (kind, cell) in enumerate(kinds[:-1]):
-        if kinds[index + 1][1] == cell:
-            assert order[kind] <= order[kinds[index + 1][0]]
+            reads = [(k, a) for k, a, _ in tasks if k in ("stage1", "stage2") and args in experiment.readers(k, a)]
+            assert all((k, tuple(a.items())) in done for k, a in reads), f"{args} evaluated before its training"
+        done.add((kind, tuple(args.items())))
+    first_cell = [(kind, args.get("method") or args.get("name")) for kind, args, _ in tasks[2:14]]
+    assert first_cell == [
+        ("evaluate", "bm25"),
+        ("stage2", "llm_cl"),
+        ("evaluate", "llm_cl"),
+        ("stage1", "ib"),
+        ("stage2", "lbr"),
+        ("evaluate", "lbr"),
+        ("stage1", "clm"),
+        ("stage2", "clm_cl"),
+        ("evaluate", "clm_cl"),
+        ("evaluate", "bm25"),  # the next cell: code/open/seed 0
+        ("stage2", "llm_cl"),
+        ("evaluate", "llm_cl"),
+    ]
     stage2 = [(args["method"], args["setting"]) for kind, args, _ in tasks if kind == "stage2"]
     assert ("llm_cl", "closed") not in stage2 and stage2.count(("llm_cl", "open")) == 4  # 2 domains x 2 seeds
     evaluations = [(args["method"], args["setting"], args["seed"]) for kind, args, _ in tasks if kind == "evaluate"]
@@ -281,6 +328,24 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     before = stamps()
     assert main(argv) == 0
     assert stamps() == before
+
+    # With the run directories deleted (they hold the weights), the result files alone keep
+    # every cell done: nothing is trained again and the report is the same.
+    import shutil
+
+    import lbr.training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(lbr.training, "learn", no_training)
+    monkeypatch.setattr(lbr.training, "represent", no_training)
+    shutil.rmtree(out / "runs")
+    results = {p: p.read_bytes() for p in (out / "results").rglob("*.json")}
+    assert main(argv) == 0
+    assert {p: p.read_bytes() for p in (out / "results").rglob("*.json")} == results
+    assert not (out / "runs").exists()
+    assert (out / "report.md").read_text() == report
 
 
 def test_dev_split_evaluation_is_kept_apart_from_test(tmp_path):
