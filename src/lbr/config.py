@@ -173,6 +173,12 @@ class Stage1Config:
         if self.ib_weight == 0 and self.know_weight == 0:
             raise ConfigError("ib_weight and know_weight are both 0: nothing to train")
 
+    def decoder_targets(self) -> tuple[str, ...]:
+        """The texts the decoder is trained to write from z(x): none when lambda is 0."""
+        if self.ib_weight == 0:
+            return ()
+        return ("reconstruct", "continue") if self.target == "both" else (self.target,)
+
 
 @dataclass
 class Stage2Config:

@@ -540,12 +540,12 @@ class Experiment:
         base = self.stage2_base_steps(domain)
         if method != "llm_cl_matched":
             return base
-        # As many training tokens as LBR's two stages together (stage-1 tokens read twice:
-        # once by the encoder pass and once as the decoder's target).
+        # As many training tokens as LBR's two stages together: stage 1's encoder input plus the
+        # decoder's targets (twice the input for `reconstruct`).
         # The stage-1 run of the first setting stands for all (open and closed differ little in size).
         stage1_run = self.task_dir("stage1", domain, self.settings[0], seed, name="ib")
         llm_cl_run = self.task_dir("stage2", domain, setting, seed, method="llm_cl")
-        stage1_tokens = _logged(stage1_run)[1] * 2
+        stage1_tokens = _stage1_tokens(stage1_run)
         steps, tokens = _logged(llm_cl_run)
         if tokens <= 0 or stage1_tokens <= 0:
             raise ConfigError(f"llm_cl_matched needs the finished runs {stage1_run} and {llm_cl_run} first")
@@ -724,6 +724,17 @@ def _logged(run_dir: Path) -> tuple[int, int]:
         return 0, 0
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return len(rows), sum(int(row.get("tokens", 0)) for row in rows)
+
+
+def _stage1_tokens(run_dir: Path) -> int:
+    """The tokens a stage-1 run trained on: its encoder input plus its decoder targets. Logs
+    written before the targets were counted (`target_tokens`) ran `reconstruct`, whose target is
+    the input: their input counts twice."""
+    log = run_dir / "train_log.jsonl"
+    if not log.exists():
+        return 0
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sum(int(row.get("tokens", 0)) + int(row.get("target_tokens", row.get("tokens", 0))) for row in rows)
 
 
 def _minutes(seconds: float) -> str:

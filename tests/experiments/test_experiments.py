@@ -591,6 +591,15 @@ def test_matched_steps_by_hand_and_refused_for_an_llm_cl_run_of_another_length(t
     other_seed = Experiment(output=tmp_path, domains=("medical",), seeds=(1,), budget=budget)
     with pytest.raises(ConfigError, match=r"needs the finished runs .*stage1-ib-seed1 and .*llm_cl-seed1"):
         other_seed._stage2_steps("medical", "open", "llm_cl_matched", 1)
+    # A log that counts the decoder's targets (a `continue` run whose targets are longer than
+    # its input): input 1301 + targets 2000, not twice the input.
+    log = experiment.run_dir("medical", "open", "stage1-ib", 0) / "train_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    targets = [900, 900, 200]
+    rows = [{**row, "target_tokens": n} for row, n in zip(rows, targets, strict=True)]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # 4 + ceil(3301 / 100) = 4 + 34 = 38
+    assert experiment._stage2_steps("medical", "open", "llm_cl_matched", 0) == 38
 
 
 def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothing(tmp_path):

@@ -49,6 +49,26 @@ def test_stage1_loss_combines_terms_with_lambda(model_config):
     torch.testing.assert_close(terms["ib_continue"], only_first, atol=1e-5, rtol=1e-5)
 
 
+def test_segment_collator_counts_the_input_and_the_decoder_targets_it_trains_on(model_config):
+    model = LBRModel.build(model_config)
+    # Inputs of 5 and 3 tokens; continuations of 7 tokens and none; targets cut at 6.
+    segments = [Segment(list(range(5, 10)), list(range(10, 17))), Segment([5, 6, 7], None)]
+    counts = {}
+    for targets in [(), ("reconstruct",), ("continue",), ("reconstruct", "continue")]:
+        batch = SegmentCollator(model, 6, targets)(segments)
+        counts[targets] = (int(batch["num_tokens"]), int(batch["num_target_tokens"]))
+    assert counts == {
+        (): (8, 0),  # lambda = 0: no decoder
+        ("reconstruct",): (8, 5 + 3),
+        ("continue",): (8, 6 + 0),
+        ("reconstruct", "continue"): (8, 8 + 6),
+    }
+    assert Stage1Config(ib_weight=0.0, target="both").decoder_targets() == ()
+    assert Stage1Config(target="both").decoder_targets() == ("reconstruct", "continue")
+    with pytest.raises(ValueError, match="unknown decoder target"):
+        SegmentCollator(model, 6, ("both",))
+
+
 @pytest.mark.parametrize("decoder", ["shared", "frozen"])
 def test_stage1_gradients_are_the_same_with_gradient_checkpointing(model_config, decoder):
     # Checkpointed layers are recomputed in backward, after the frozen decoder's adapter-off

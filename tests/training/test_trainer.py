@@ -52,6 +52,8 @@ def test_stage1_changes_every_trainable_parameter(model_config, corpus_file, tmp
     log = [json.loads(line) for line in (tmp_path / "s1" / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [1, 2, 3]
     assert {"loss", "know", "ib", "ib_reconstruct", "ib_continue", "lr", "tokens_per_s"} <= set(log[0])
+    # `both` trains the decoder on each input and on its continuation: more target tokens than input.
+    assert sum(row["target_tokens"] for row in log) > sum(row["tokens"] for row in log) > 0
 
 
 def test_calibrated_projector_is_set_before_stage1_and_kept_by_stage2(model_config, corpus_file, pairs_file, tmp_path):

@@ -127,11 +127,20 @@ def pad_tokens(token_lists: list[list[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 class SegmentCollator:
-    """Builds a stage-1 batch: ``[x ; bottleneck]`` plus the decoder targets."""
+    """Builds a stage-1 batch: ``[x ; bottleneck]`` plus the decoder targets.
 
-    def __init__(self, model: Any, max_target_length: int) -> None:
+    ``num_tokens`` counts the tokens of x; ``num_target_tokens`` those the decoder is trained
+    to write, for the targets named in ``targets`` (none for a run with λ = 0). Together they are
+    the tokens a step trains on, which the compute-matched baseline is given as many of.
+    """
+
+    def __init__(self, model: Any, max_target_length: int, targets: tuple[str, ...] = ()) -> None:
+        unknown = set(targets) - {"reconstruct", "continue"}
+        if unknown:
+            raise ValueError(f"unknown decoder target(s) {sorted(unknown)}; choose from reconstruct, continue")
         self.model = model
         self.max_target_length = max_target_length
+        self.targets = targets
 
     def __call__(self, segments: list[Segment], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         pad_id = self.model.tokenizer.pad_token_id
@@ -143,4 +152,7 @@ class SegmentCollator:
             [(s.next_tokens or [])[:cap] for s in segments], pad_id
         )
         batch["num_tokens"] = torch.tensor(sum(len(s.tokens) for s in segments))
+        batch["num_target_tokens"] = sum(
+            (batch[f"{target}_mask"].sum() for target in self.targets), torch.tensor(0, dtype=torch.long)
+        )
         return batch

@@ -116,7 +116,7 @@ def learn(
         model,
         Stage1Loss(model, stage1, token_budget=train.token_budget),
         segments,
-        SegmentCollator(model, stage1.max_target_length),
+        SegmentCollator(model, stage1.max_target_length, stage1.decoder_targets()),
         train,
         stage="stage1",
         settings=dataclasses.asdict(stage1),

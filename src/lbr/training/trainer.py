@@ -200,6 +200,7 @@ class Trainer:
         for step in range(start_step, self.total_steps):
             sums: dict[str, float] = {}
             step_tokens = 0
+            step_target_tokens: int | None = None  # stage 1 only
             for micro in range(accum):
                 micro_index = step * accum + micro
                 indices = self.micro_batch_indices(micro_index)
@@ -208,6 +209,8 @@ class Trainer:
                 generator = torch.Generator().manual_seed(self.config.seed * 7919 + micro_index)
                 batch = self.collate([self.examples[i] for i in indices], generator)
                 step_tokens += int(batch.pop("num_tokens", 0))
+                if "num_target_tokens" in batch:
+                    step_target_tokens = (step_target_tokens or 0) + int(batch.pop("num_target_tokens"))
                 batch = {name: tensor.to(self.accelerator.device) for name, tensor in batch.items()}
                 sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(self.objective)
                 with sync:
@@ -233,6 +236,8 @@ class Trainer:
                 "tokens": step_tokens * self.world,
                 "tokens_per_s": tokens_seen / max(elapsed, 1e-9),
             }
+            if step_target_tokens is not None:  # stage 1: the tokens the decoder was trained to write
+                last["target_tokens"] = step_target_tokens * self.world
             progress.set_postfix(loss=f"{sums['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             progress.update(1)
             if self.accelerator.is_main_process and (
