@@ -1,10 +1,17 @@
-"""Copy an `lbr benchmark` output directory's small files into the repository.
+"""Copy an `lbr benchmark` output directory's small files into the repository, or back.
 
 The run directories hold gigabytes of weights; what the docs cite is small: experiment.json,
 report.md, results.json, every result file (with each query's score) and each finished run's
 training log. Rerun as cells finish: files are overwritten with their newer versions.
 
     python benchmarks/archive.py reports/benchmark benchmarks/results/grid-full
+
+`--restore` goes the other way, for a machine that lost the output directory (a new checkout):
+it copies experiment.json and the result files into a new or partial output directory, where
+`lbr benchmark` with the same settings then counts those cells as done and trains only the
+rest. A file already in the output directory is never overwritten.
+
+    python benchmarks/archive.py --restore benchmarks/results/grid-full reports/benchmark
 """
 
 from __future__ import annotations
@@ -42,11 +49,38 @@ def archive(source: Path, target: Path) -> int:
     return copied
 
 
+def restore(archived: Path, output: Path) -> tuple[int, int]:
+    """Copy an archive's experiment.json and result files into `output`, keeping any file
+    already there; return (copied, kept)."""
+    if not (archived / "experiment.json").exists():
+        raise SystemExit(f"{archived}: no experiment.json, so this is not an archived lbr benchmark")
+    names = ["experiment.json", *(str(p.relative_to(archived)) for p in sorted(archived.glob("results*/**/*.json")))]
+    copied = kept = 0
+    for name in names:
+        destination = output / name
+        if destination.exists():
+            kept += 1
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = destination.with_name(destination.name + ".tmp")
+        shutil.copy2(archived / name, tmp)
+        tmp.replace(destination)
+        copied += 1
+    return copied, kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="an lbr benchmark --output directory")
-    parser.add_argument("target", type=Path, help="where to copy its small files")
+    parser.add_argument("source", type=Path, help="an lbr benchmark --output directory (with --restore: an archive)")
+    parser.add_argument("target", type=Path, help="where to copy its small files (with --restore: an output directory)")
+    parser.add_argument(
+        "--restore", action="store_true", help="copy an archive's settings and results back into an output directory"
+    )
     args = parser.parse_args()
+    if args.restore:
+        copied, kept = restore(args.source, args.target)
+        print(f"restored {copied} files to {args.target}; kept {kept} already there")
+        return
     print(f"copied {archive(args.source, args.target)} files to {args.target}")
 
 
