@@ -7,9 +7,11 @@ training log. Rerun as cells finish: files are overwritten with their newer vers
     python benchmarks/archive.py reports/benchmark benchmarks/results/grid-full
 
 `--restore` goes the other way, for a machine that lost the output directory (a new checkout):
-it copies experiment.json and the result files into a new or partial output directory, where
-`lbr benchmark` with the same settings then counts those cells as done and trains only the
-rest. A file already in the output directory is never overwritten.
+it copies experiment.json, the result files and the finished runs' training logs into a new or
+partial output directory, where `lbr benchmark` with the same settings then counts those
+evaluations as done, trains only the rest, and counts the compute-matched baseline's steps
+from the logs. A file already in the output directory is never overwritten, and an output
+directory made with other settings is refused.
 
     python benchmarks/archive.py --restore benchmarks/results/grid-full reports/benchmark
 """
@@ -17,6 +19,7 @@ rest. A file already in the output directory is never overwritten.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -52,9 +55,18 @@ def archive(source: Path, target: Path) -> int:
 def restore(archived: Path, output: Path) -> tuple[int, int]:
     """Copy an archive's experiment.json and result files into `output`, keeping any file
     already there; return (copied, kept)."""
-    if not (archived / "experiment.json").exists():
+    settings = archived / "experiment.json"
+    if not settings.exists():
         raise SystemExit(f"{archived}: no experiment.json, so this is not an archived lbr benchmark")
-    names = ["experiment.json", *(str(p.relative_to(archived)) for p in sorted(archived.glob("results*/**/*.json")))]
+    mine = output / "experiment.json"
+    if mine.exists() and json.loads(mine.read_text(encoding="utf-8")) != json.loads(
+        settings.read_text(encoding="utf-8")
+    ):
+        raise SystemExit(
+            f"{output} holds an experiment with other settings than {archived}; restore into another directory"
+        )
+    files = [*sorted(archived.glob("results*/**/*.json")), *sorted(archived.glob("train-logs/*"))]
+    names = ["experiment.json", *(str(p.relative_to(archived)) for p in files)]
     copied = kept = 0
     for name in names:
         destination = output / name

@@ -76,10 +76,11 @@ KNOWLEDGE_FORMS = ("record", "document-next")
 # (docs/PERFORMANCE.md, section 4): medical about 62, chemistry 157, code 173.
 LONG_PAIR_TOKENS = 100
 HAS_STAGE2 = {"llm_cl", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr"}
-# The order in which a cell trains and evaluates its methods: the untrained ones, then LBR and the
-# three baselines its claim is judged against (docs/RESULTS.md), then the ablations. LBR runs
-# before the compute-matched baseline, whose step count needs LBR's stage-1 run.
-RUN_ORDER = ("bm25", "minilm", "base", "llm_cl", "lbr", "llm_cl_matched", "clm_cl", "lbr_norefine", "lbr_unsup")
+# The order in which a cell trains and evaluates its methods: the untrained ones, LLM+CL, then
+# every method that starts from the λ > 0 stage-1 run, one after the other, so that a grid
+# stopped after them (a lost session) never trains that run again; then the compute-matched
+# baseline, which needs only the training logs of LLM+CL and of that stage-1 run, and CLM→CL.
+RUN_ORDER = ("bm25", "minilm", "base", "llm_cl", "lbr", "lbr_unsup", "lbr_norefine", "llm_cl_matched", "clm_cl")
 
 
 @dataclass
@@ -302,6 +303,9 @@ class Experiment:
                             stage1_listed.add(needs)
                             args = {**cell, "name": needs, "seed": seed}
                             tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[needs]))
+                        if method == "llm_cl_matched" and "llm_cl" not in self.methods:  # its steps need LLM+CL's
+                            llm_cl_cost = 10 + self.stage2_base_steps(domain, prior=True) * stage2_step
+                            tasks.append(("stage2", {**cell, "method": "llm_cl", "seed": seed}, llm_cl_cost))
                         if method in HAS_STAGE2:
                             steps = self.stage2_base_steps(domain, prior=True)
                             steps += matched_extra if method == "llm_cl_matched" else 0
@@ -357,25 +361,40 @@ class Experiment:
             return self.result_path(**args).exists()
         if _finished(self.task_dir(kind, **args)):
             return True
-        return all(self.result_path(**reader).exists() for reader in self.readers(kind, args))
+        return not self.needed(kind, args)
 
-    def readers(self, kind: str, args: dict[str, Any]) -> list[dict[str, Any]]:
-        """The evaluations (as `evaluate` task arguments) that read a training run, directly or
-        through a later run: a stage-1 run is read by the methods that start from it, and the
-        first setting's λ > 0 run also by the compute-matched baseline, which counts its tokens;
-        a stage-2 run by its own evaluation, and LLM+CL's also by the compute-matched one."""
+    def needed(self, kind: str, args: dict[str, Any]) -> bool:
+        """Whether an evaluation not yet done still reads a training run: a stage-1 run is read by
+        the methods that start from it, a stage-2 run by its own evaluation. The compute-matched
+        baseline reads only the training logs of LLM+CL and of the first setting's λ > 0 run
+        (to count their tokens), so it needs those runs only while neither they nor an archived
+        copy of their log (`finished_log`) is there, and only until its own run has finished."""
         cell = {"domain": args["domain"], "setting": args["setting"], "seed": args["seed"]}
         if kind == "stage1":
             methods = [m for m in self.methods if STAGE1_OF.get(m) == args["name"]]
-            if args["name"] == "ib" and args["setting"] == self.settings[0]:
-                methods += [m for m in self.methods if m == "llm_cl_matched"]
+            counted = args["name"] == "ib" and args["setting"] == self.settings[0]
         elif kind == "stage2":
-            methods = [args["method"]]
-            if args["method"] == "llm_cl":
-                methods += [m for m in self.methods if m == "llm_cl_matched"]
+            methods = [args["method"]] if args["method"] in self.methods else []
+            counted = args["method"] == "llm_cl"
         else:
-            raise ValueError(f"only training tasks have readers, not {kind!r}")
-        return [{**cell, "method": method} for method in methods]
+            raise ValueError(f"only training tasks are read by evaluations, not {kind!r}")
+        if any(not self.result_path(**cell, method=method).exists() for method in methods):
+            return True
+        if counted and "llm_cl_matched" in self.methods and self.finished_log(kind, args) is None:
+            matched = {**cell, "method": "llm_cl_matched"}
+            return not self.result_path(**matched).exists() and not _finished(self.task_dir("stage2", **matched))
+        return False
+
+    def finished_log(self, kind: str, args: dict[str, Any]) -> Path | None:
+        """The training log of a finished run: in its run directory, or else the copy that
+        `benchmarks/archive.py --restore` puts in `train-logs/` (archive.py keeps the logs of
+        finished runs only). None if neither is there."""
+        run = self.task_dir(kind, **args)
+        if _finished(run):
+            return run / "train_log.jsonl"
+        domain, setting, name = run.parts[-3:]
+        archived = self.output / "train-logs" / f"{domain}-{setting}-{name}.jsonl"
+        return archived if archived.exists() else None
 
     def task_dir(
         self, kind: str, domain: str, setting: str, seed: int, *, name: str | None = None, method: str | None = None
@@ -545,8 +564,16 @@ class Experiment:
         # The stage-1 run of the first setting stands for all (open and closed differ little in size).
         stage1_run = self.task_dir("stage1", domain, self.settings[0], seed, name="ib")
         llm_cl_run = self.task_dir("stage2", domain, setting, seed, method="llm_cl")
-        stage1_tokens = _stage1_tokens(stage1_run)
-        steps, tokens = _logged(llm_cl_run)
+        stage1_log = self.finished_log(
+            "stage1", {"domain": domain, "setting": self.settings[0], "seed": seed, "name": "ib"}
+        )
+        llm_cl_log = self.finished_log(
+            "stage2", {"domain": domain, "setting": setting, "seed": seed, "method": "llm_cl"}
+        )
+        if stage1_log is None or llm_cl_log is None:
+            raise ConfigError(f"llm_cl_matched needs the finished runs {stage1_run} and {llm_cl_run} first")
+        stage1_tokens = _stage1_tokens(stage1_log)
+        steps, tokens = _logged(llm_cl_log)
         if tokens <= 0 or stage1_tokens <= 0:
             raise ConfigError(f"llm_cl_matched needs the finished runs {stage1_run} and {llm_cl_run} first")
         if steps != base:
@@ -566,9 +593,15 @@ class Experiment:
         if method in STAGE1_OF:
             self._stage1(domain, setting, STAGE1_OF[method], seed)  # returns at once if finished
             model = str(self.task_dir("stage1", domain, setting, seed, name=STAGE1_OF[method]))
-        if method == "llm_cl_matched":
-            self._stage2(domain, setting, "llm_cl", seed)
-            self._stage1(domain, self.settings[0], "ib", seed)
+        if method == "llm_cl_matched":  # its step count reads their logs: train them if no log is there
+            if (
+                self.finished_log("stage2", {"domain": domain, "setting": setting, "seed": seed, "method": "llm_cl"})
+                is None
+            ):
+                self._stage2(domain, setting, "llm_cl", seed)
+            first = {"domain": domain, "setting": self.settings[0], "seed": seed, "name": "ib"}
+            if self.finished_log("stage1", first) is None:
+                self._stage1(domain, self.settings[0], "ib", seed)
         stage2 = Stage2Config(
             pairs=str(self.stage2_pairs(domain)),
             gen_weight=self.gen_weight if method == "lbr" else 0.0,
@@ -717,23 +750,37 @@ def _speed(speeds: dict[str, list[float]], kind: str) -> float:
     return statistics.median(every) if every else 1.0
 
 
-def _logged(run_dir: Path) -> tuple[int, int]:
-    """(steps, tokens) in a run's training log; (0, 0) without one."""
-    log = run_dir / "train_log.jsonl"
+def _logged(log: Path) -> tuple[int, int]:
+    """(steps, tokens) in a training log; (0, 0) without one."""
     if not log.exists():
         return 0, 0
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return len(rows), sum(int(row.get("tokens", 0)) for row in rows)
 
 
-def _stage1_tokens(run_dir: Path) -> int:
-    """The tokens a stage-1 run trained on: its encoder input plus its decoder targets. Logs
-    written before the targets were counted (`target_tokens`) ran `reconstruct`, whose target is
-    the input: their input counts twice."""
-    log = run_dir / "train_log.jsonl"
-    if not log.exists():
-        return 0
+def _stage1_tokens(log: Path) -> int:
+    """The tokens a stage-1 run trained on: its encoder input plus its decoder targets.
+
+    Logs written before the targets were counted (no `target_tokens`) count the input twice,
+    which is right for a `reconstruct` run whose targets are not cut shorter than its segments;
+    the run's settings (run_config.json beside the log) must say so, or the count is refused.
+    """
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if any("target_tokens" not in row for row in rows):
+        config_path = (
+            log.parent / "run_config.json" if log.name == "train_log.jsonl" else log.with_suffix(".run_config.json")
+        )
+        try:
+            stage1 = json.loads(config_path.read_text(encoding="utf-8"))["stage1"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(
+                f"{log} does not count its decoder targets and {config_path} is unreadable ({err})"
+            ) from None
+        if stage1["target"] != "reconstruct" or stage1["max_target_length"] < stage1["segment_length"]:
+            raise ConfigError(
+                f"{log} does not count its decoder targets, and its run (target {stage1['target']!r}) did not "
+                "reconstruct whole segments: its tokens cannot be counted; train the stage-1 run again"
+            )
     return sum(int(row.get("tokens", 0)) + int(row.get("target_tokens", row.get("tokens", 0))) for row in rows)
 
 

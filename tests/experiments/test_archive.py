@@ -37,10 +37,19 @@ def test_archive_keeps_small_files_and_restore_puts_results_back_without_overwri
     fresh = tmp_path / "fresh"
     (fresh / "results/medical").mkdir(parents=True)
     (fresh / "results/medical/bm25.json").write_text('{"method": "bm25", "mine": true}')
-    assert archive.restore(kept, fresh) == (2, 1)
+    assert archive.restore(kept, fresh) == (3, 1)
     assert json.loads((fresh / "results/medical/bm25.json").read_text())["mine"]
     assert (fresh / "results/medical/open/lbr-seed0.json").read_text() == '{"method": "lbr"}'
     assert (fresh / "experiment.json").read_text() == (out / "experiment.json").read_text()
-    assert not (fresh / "train-logs").exists() and not list(fresh.rglob("*.tmp"))
+    # The finished runs' logs come back where `lbr benchmark` looks for them (Experiment.finished_log).
+    assert (fresh / "train-logs/medical-open-lbr-seed0.jsonl").read_text() == '{"step": 1}\n'
+    assert not list(fresh.rglob("*.tmp"))
+    assert archive.restore(kept, fresh) == (0, 4)  # again: everything is there already
     with pytest.raises(SystemExit, match="no experiment.json"):
         archive.restore(tmp_path / "nowhere", fresh)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "experiment.json").write_text(json.dumps({"ib_weight": 0.5}))
+    with pytest.raises(SystemExit, match="other settings"):
+        archive.restore(kept, other)
+    assert not (other / "results").exists()

@@ -11,6 +11,7 @@ from lbr.config import Stage2Config
 from lbr.errors import ConfigError, InputError
 from lbr.experiments import (
     BUDGETS,
+    METHODS,
     Experiment,
     has_long_pairs,
     paired_table,
@@ -110,7 +111,7 @@ def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
         experiment.task_dir("stage2", "medical", "open", 0, name="ib")  # the stage-2 task names a method
 
 
-def test_a_training_run_is_done_once_every_evaluation_reading_it_has_a_result(tmp_path):
+def test_a_training_run_is_done_once_no_evaluation_left_needs_it(tmp_path):
     experiment = Experiment(
         output=tmp_path,
         domains=("medical",),
@@ -133,7 +134,9 @@ def test_a_training_run_is_done_once_every_evaluation_reading_it_has_a_result(tm
     assert not experiment.done("stage1", ib_open)
     finish("open", "llm_cl")
     assert not experiment.done("stage2", llm_cl)  # the matched run reads LLM+CL's steps too
-    finish("open", "llm_cl_matched")
+    # ... until the matched run has finished training (only its evaluation is left) ...
+    (experiment.run_dir("medical", "open", "llm_cl_matched", 0)).mkdir(parents=True)
+    (experiment.run_dir("medical", "open", "llm_cl_matched", 0) / "lbr_config.json").write_text("{}")
     assert experiment.done("stage1", ib_open) and experiment.done("stage2", llm_cl)
     assert not experiment.done("stage1", ib_closed)  # read by the closed cell's methods only
     finish("closed", "lbr")
@@ -141,7 +144,70 @@ def test_a_training_run_is_done_once_every_evaluation_reading_it_has_a_result(tm
     finish("closed", "lbr_unsup")
     assert experiment.done("stage1", ib_closed)
     with pytest.raises(ValueError, match="evaluate"):
-        experiment.readers("evaluate", llm_cl)
+        experiment.needed("evaluate", llm_cl)
+
+
+def test_the_matched_run_needs_only_archived_logs_of_the_runs_it_counts(tmp_path):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "llm_cl_matched", "lbr"))
+    cell = {"domain": "medical", "setting": "open", "seed": 0}
+    for method in ("llm_cl", "lbr"):
+        path = experiment.result_path(method=method, **cell)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    ib, llm_cl = {**cell, "name": "ib"}, {**cell, "method": "llm_cl"}
+    assert not experiment.done("stage1", ib) and not experiment.done("stage2", llm_cl)
+    # Their logs restored from an archive (benchmarks/archive.py --restore) stand in for the runs.
+    logs = tmp_path / "train-logs"
+    logs.mkdir()
+    (logs / "medical-open-stage1-ib-seed0.jsonl").write_text('{"tokens": 500, "target_tokens": 700}\n')
+    (logs / "medical-any-llm_cl-seed0.jsonl").write_text("".join('{"tokens": 100}\n' for _ in range(150)))
+    assert experiment.done("stage1", ib) and experiment.done("stage2", llm_cl)
+    assert experiment.finished_log("stage1", ib) == logs / "medical-open-stage1-ib-seed0.jsonl"
+    # 150 + ceil((500 + 700) / 100) = 162
+    assert experiment._stage2_steps("medical", "open", "llm_cl_matched", 0) == 162
+
+
+def test_a_cell_runs_every_reader_of_the_lambda_run_together_and_the_matched_run_after_them(tmp_path):
+    every = Experiment(output=tmp_path, domains=("medical",), settings=("open", "closed"), methods=METHODS)
+    order = [(kind, args["setting"], args.get("method") or args.get("name")) for kind, args, _ in every.tasks()[1:]]
+    assert order == [
+        ("evaluate", "open", "bm25"),
+        ("evaluate", "open", "minilm"),
+        ("evaluate", "open", "base"),
+        ("stage2", "open", "llm_cl"),
+        ("evaluate", "open", "llm_cl"),
+        ("stage1", "open", "ib"),
+        ("stage2", "open", "lbr"),
+        ("evaluate", "open", "lbr"),
+        ("evaluate", "open", "lbr_unsup"),
+        ("stage2", "open", "lbr_norefine"),
+        ("evaluate", "open", "lbr_norefine"),
+        ("stage2", "open", "llm_cl_matched"),
+        ("evaluate", "open", "llm_cl_matched"),
+        ("stage1", "open", "clm"),
+        ("stage2", "open", "clm_cl"),
+        ("evaluate", "open", "clm_cl"),
+        ("stage1", "closed", "ib"),  # no untrained method, LLM+CL or matched run in the second setting
+        ("stage2", "closed", "lbr"),
+        ("evaluate", "closed", "lbr"),
+        ("evaluate", "closed", "lbr_unsup"),
+        ("stage2", "closed", "lbr_norefine"),
+        ("evaluate", "closed", "lbr_norefine"),
+        ("stage1", "closed", "clm"),
+        ("stage2", "closed", "clm_cl"),
+        ("evaluate", "closed", "clm_cl"),
+    ]
+    # The matched run alone: the runs whose logs it counts are listed before it, not evaluated.
+    alone = Experiment(output=tmp_path, domains=("medical",), settings=("open", "closed"), methods=("llm_cl_matched",))
+    order = [(kind, args["setting"], args.get("method") or args.get("name")) for kind, args, _ in alone.tasks()[1:]]
+    assert order == [
+        ("stage1", "open", "ib"),
+        ("stage2", "open", "llm_cl"),
+        ("stage2", "open", "llm_cl_matched"),
+        ("evaluate", "open", "llm_cl_matched"),
+    ]
+    llm_cl = {"domain": "medical", "setting": "open", "seed": 0, "method": "llm_cl"}
+    assert not alone.done("stage2", llm_cl)  # needed by the matched run, though not evaluated itself
 
 
 def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
@@ -164,14 +230,7 @@ def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
             assert cell not in cells, f"cell {cell} was interrupted by another"
             cells.append(cell)
     assert cells == [(s, seed, d) for s in ("open", "closed") for seed in (0, 1) for d in ("medical", "code")]
-    # Each method is evaluated right after its training, and every run is trained before the
-    # evaluations that read it: LBR (and its stage 1) before the compute-matched baseline.
-    done: set[tuple] = set()
-    for kind, args, _ in tasks[2:]:
-        if kind == "evaluate":
-            reads = [(k, a) for k, a, _ in tasks if k in ("stage1", "stage2") and args in experiment.readers(k, a)]
-            assert all((k, tuple(a.items())) in done for k, a in reads), f"{args} evaluated before its training"
-        done.add((kind, tuple(args.items())))
+    # Each method is evaluated right after its training: the first cell, then the next one's start.
     first_cell = [(kind, args.get("method") or args.get("name")) for kind, args, _ in tasks[2:14]]
     assert first_cell == [
         ("evaluate", "bm25"),
@@ -571,10 +630,14 @@ def test_benchmark_stage2_pairs_trains_every_row_on_one_seeded_sample(tiny_model
         dataclasses.replace(TINY, max_pairs=0)
 
 
-def _fake_log(run_dir, tokens_per_step):
+def _fake_log(run_dir, tokens_per_step, target="reconstruct"):
+    """A finished run with a training log written before stage 1 counted its decoder targets."""
     run_dir.mkdir(parents=True)
     lines = [json.dumps({"step": i + 1, "loss": 1.0, "tokens": t}) for i, t in enumerate(tokens_per_step)]
     (run_dir / "train_log.jsonl").write_text("\n".join(lines) + "\n")
+    stage1 = {"target": target, "segment_length": 64, "max_target_length": 64}
+    (run_dir / "run_config.json").write_text(json.dumps({"stage1": stage1}))
+    (run_dir / "lbr_config.json").write_text("{}")
 
 
 def test_matched_steps_by_hand_and_refused_for_an_llm_cl_run_of_another_length(tmp_path):
@@ -600,6 +663,12 @@ def test_matched_steps_by_hand_and_refused_for_an_llm_cl_run_of_another_length(t
     log.write_text("".join(json.dumps(row) + "\n" for row in rows))
     # 4 + ceil(3301 / 100) = 4 + 34 = 38
     assert experiment._stage2_steps("medical", "open", "llm_cl_matched", 0) == 38
+    # An old log (no target_tokens) of a run that did not reconstruct its input: refused.
+    continued = Experiment(output=tmp_path / "c", domains=("medical",), methods=("llm_cl_matched",), budget=budget)
+    _fake_log(continued.run_dir("medical", "open", "stage1-ib", 0), [500], target="continue")
+    _fake_log(continued.run_dir("medical", "open", "llm_cl", 0), [100, 120, 80, 100])
+    with pytest.raises(ConfigError, match=r"does not count its decoder targets.*target 'continue'"):
+        continued._stage2_steps("medical", "open", "llm_cl_matched", 0)
 
 
 def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothing(tmp_path):

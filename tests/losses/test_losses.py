@@ -67,6 +67,7 @@ def test_segment_collator_counts_the_input_and_the_decoder_targets_it_trains_on(
     assert Stage1Config(target="both").decoder_targets() == ("reconstruct", "continue")
     with pytest.raises(ValueError, match="unknown decoder target"):
         SegmentCollator(model, 6, ("both",))
+    assert "num_target_tokens" not in SegmentCollator(model, 6)(segments)  # not counted unless asked
 
 
 @pytest.mark.parametrize("decoder", ["shared", "frozen"])

@@ -130,12 +130,13 @@ class SegmentCollator:
     """Builds a stage-1 batch: ``[x ; bottleneck]`` plus the decoder targets.
 
     ``num_tokens`` counts the tokens of x; ``num_target_tokens`` those the decoder is trained
-    to write, for the targets named in ``targets`` (none for a run with λ = 0). Together they are
-    the tokens a step trains on, which the compute-matched baseline is given as many of.
+    to write, for the targets named in ``targets`` (empty for a run with λ = 0; None leaves the
+    count out). Together they are the tokens a step trains on, which the compute-matched
+    baseline is given as many of.
     """
 
-    def __init__(self, model: Any, max_target_length: int, targets: tuple[str, ...] = ()) -> None:
-        unknown = set(targets) - {"reconstruct", "continue"}
+    def __init__(self, model: Any, max_target_length: int, targets: tuple[str, ...] | None = None) -> None:
+        unknown = set(targets or ()) - {"reconstruct", "continue"}
         if unknown:
             raise ValueError(f"unknown decoder target(s) {sorted(unknown)}; choose from reconstruct, continue")
         self.model = model
@@ -152,7 +153,8 @@ class SegmentCollator:
             [(s.next_tokens or [])[:cap] for s in segments], pad_id
         )
         batch["num_tokens"] = torch.tensor(sum(len(s.tokens) for s in segments))
-        batch["num_target_tokens"] = sum(
-            (batch[f"{target}_mask"].sum() for target in self.targets), torch.tensor(0, dtype=torch.long)
-        )
+        if self.targets is not None:
+            batch["num_target_tokens"] = sum(
+                (batch[f"{target}_mask"].sum() for target in self.targets), torch.tensor(0, dtype=torch.long)
+            )
         return batch
