@@ -555,21 +555,24 @@ class Experiment:
             )
         return sample
 
+    def _matched_sources(self, domain: str, setting: str, seed: int) -> list[tuple[str, dict[str, Any]]]:
+        """The runs whose training logs the compute-matched run counts, as (kind, task arguments):
+        LLM+CL's, and the first setting's λ > 0 stage-1 run (it stands for every setting; open
+        and closed differ little in size)."""
+        return [
+            ("stage2", {"domain": domain, "setting": setting, "seed": seed, "method": "llm_cl"}),
+            ("stage1", {"domain": domain, "setting": self.settings[0], "seed": seed, "name": "ib"}),
+        ]
+
     def _stage2_steps(self, domain: str, setting: str, method: str, seed: int) -> int:
         base = self.stage2_base_steps(domain)
         if method != "llm_cl_matched":
             return base
         # As many training tokens as LBR's two stages together: stage 1's encoder input plus the
         # decoder's targets (twice the input for `reconstruct`).
-        # The stage-1 run of the first setting stands for all (open and closed differ little in size).
-        stage1_run = self.task_dir("stage1", domain, self.settings[0], seed, name="ib")
-        llm_cl_run = self.task_dir("stage2", domain, setting, seed, method="llm_cl")
-        stage1_log = self.finished_log(
-            "stage1", {"domain": domain, "setting": self.settings[0], "seed": seed, "name": "ib"}
-        )
-        llm_cl_log = self.finished_log(
-            "stage2", {"domain": domain, "setting": setting, "seed": seed, "method": "llm_cl"}
-        )
+        sources = self._matched_sources(domain, setting, seed)
+        llm_cl_run, stage1_run = (self.task_dir(kind, **args) for kind, args in sources)
+        llm_cl_log, stage1_log = (self.finished_log(kind, args) for kind, args in sources)
         if stage1_log is None or llm_cl_log is None:
             raise ConfigError(f"llm_cl_matched needs the finished runs {stage1_run} and {llm_cl_run} first")
         stage1_tokens = _stage1_tokens(stage1_log)
@@ -594,14 +597,9 @@ class Experiment:
             self._stage1(domain, setting, STAGE1_OF[method], seed)  # returns at once if finished
             model = str(self.task_dir("stage1", domain, setting, seed, name=STAGE1_OF[method]))
         if method == "llm_cl_matched":  # its step count reads their logs: train them if no log is there
-            if (
-                self.finished_log("stage2", {"domain": domain, "setting": setting, "seed": seed, "method": "llm_cl"})
-                is None
-            ):
-                self._stage2(domain, setting, "llm_cl", seed)
-            first = {"domain": domain, "setting": self.settings[0], "seed": seed, "name": "ib"}
-            if self.finished_log("stage1", first) is None:
-                self._stage1(domain, self.settings[0], "ib", seed)
+            for kind, args in self._matched_sources(domain, setting, seed):
+                if self.finished_log(kind, args) is None:
+                    getattr(self, f"_{kind}")(**args)
         stage2 = Stage2Config(
             pairs=str(self.stage2_pairs(domain)),
             gen_weight=self.gen_weight if method == "lbr" else 0.0,
@@ -750,11 +748,16 @@ def _speed(speeds: dict[str, list[float]], kind: str) -> float:
     return statistics.median(every) if every else 1.0
 
 
+def _log_rows(log: Path) -> list[dict[str, Any]]:
+    """A training log's rows, one a logged step; none without a log."""
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
 def _logged(log: Path) -> tuple[int, int]:
     """(steps, tokens) in a training log; (0, 0) without one."""
-    if not log.exists():
-        return 0, 0
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = _log_rows(log)
     return len(rows), sum(int(row.get("tokens", 0)) for row in rows)
 
 
@@ -765,7 +768,7 @@ def _stage1_tokens(log: Path) -> int:
     which is right for a `reconstruct` run whose targets are not cut shorter than its segments;
     the run's settings (run_config.json beside the log) must say so, or the count is refused.
     """
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = _log_rows(log)
     if any("target_tokens" not in row for row in rows):
         config_path = (
             log.parent / "run_config.json" if log.name == "train_log.jsonl" else log.with_suffix(".run_config.json")
