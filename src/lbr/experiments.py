@@ -321,21 +321,30 @@ class Experiment:
     def run(self) -> list[dict[str, Any]]:
         """Run every task not already done; return all result records."""
         self.check_output()
-        tasks = [(kind, args, cost, self.done(kind, args)) for kind, args, cost in self.tasks()]
-        remaining = {kind: 0.0 for kind, _, _, _ in tasks}  # prior seconds of the tasks not done, by kind
-        for kind, _, cost, done in tasks:
-            remaining[kind] += 0 if done else cost
-        # Observed / prior seconds of each task run whole, by kind (the priors of stage 1, stage 2
-        # and evaluation are off by different factors); the median shrugs off one task that was
-        # slowed (a paused process, another job on the cores).
-        speeds: dict[str, list[float]] = {kind: [] for kind in remaining}
+        tasks = self.tasks()
+        done = [self.done(kind, args) for kind, args, _ in tasks]
+        # Seconds this machine took for each task's run in this directory (this cell or another).
+        measured = [self.measured_seconds(kind, args) for kind, args, _ in tasks]
+        # Measured / prior seconds by (kind, domain): the priors of stage 1, stage 2 and evaluation
+        # are off by different factors on each domain. Runs finished in an earlier process seed
+        # them, and each task run whole here adds to them; the median shrugs off one task that
+        # was slowed (a paused process, another job on the cores).
+        ratios: dict[tuple[str, str], list[float]] = {}
+        for (kind, args, prior), seconds in zip(tasks, measured, strict=True):
+            if seconds is not None and prior >= 60:
+                ratios.setdefault((kind, args["domain"]), []).append(seconds / prior)
+
+        def estimate(i: int) -> float:
+            kind, args, prior = tasks[i]
+            return measured[i] if measured[i] is not None else prior * _speed(ratios, kind, args["domain"])
+
         started = time.perf_counter()
-        for index, (kind, args, cost, done) in enumerate(tasks, start=1):
+        for index, (kind, args, prior) in enumerate(tasks):
             label = " ".join(str(v) for v in args.values())
-            left = sum(seconds * _speed(speeds, k) for k, seconds in remaining.items())
+            left = sum(estimate(i) for i in range(index, len(tasks)) if not done[i])
             elapsed = _minutes(time.perf_counter() - started)
             print(
-                f"[{index}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(left)} left)",
+                f"[{index + 1}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(left)} left)",
                 flush=True,
             )
             # Checked again: a task can be done by now (another task trained it as a dependency).
@@ -343,10 +352,32 @@ class Experiment:
                 task_start = time.perf_counter()
                 resumed = self.resumes(kind, args)
                 did_work = getattr(self, f"_{kind}")(**args)
-                if did_work and not resumed and cost >= 60:  # part-done or tiny tasks say little about speed
-                    speeds[kind].append((time.perf_counter() - task_start) / cost)
-            remaining[kind] -= 0 if done else cost
+                if did_work and not resumed and prior >= 60:  # part-done or tiny tasks say little about speed
+                    ratios.setdefault((kind, args["domain"]), []).append((time.perf_counter() - task_start) / prior)
         return self.collect()
+
+    def measured_seconds(self, kind: str, args: dict[str, Any]) -> float | None:
+        """Seconds this machine took for the same task in this output directory: the median over
+        the finished training logs, or the result files, of the same domain and run in any
+        setting or seed (this cell's included). None if there is none. It only feeds the time-left
+        message."""
+        domain, method = args["domain"], args.get("method")
+        if kind == "evaluate":
+            root = self.result_path(domain, "open", "base", 0).parent
+            same = root.glob(f"{method}.json" if method in UNTRAINED else f"**/{method}-seed*.json")
+            seconds = [s for s in map(_result_seconds, same) if s is not None]
+        elif kind in ("stage1", "stage2"):
+            run = self.task_dir(kind, **args).name.rsplit("-seed", 1)[0]  # stage1-ib, lbr, ...
+            logs = {}  # (setting, run-seedN) -> log: an archived copy does not count twice
+            for log in (self.output / "train-logs").glob(f"{domain}-*-{run}-seed*.jsonl"):
+                logs[tuple(log.stem.split("-", 2)[1:])] = log
+            for run_dir in (self.output / "runs" / domain).glob(f"*/{run}-seed*"):
+                if _finished(run_dir):
+                    logs[(run_dir.parent.name, run_dir.name)] = run_dir / "train_log.jsonl"
+            seconds = [s for s in map(_run_seconds, logs.values()) if s is not None]
+        else:
+            return None
+        return statistics.median(seconds) if seconds else None
 
     def done(self, kind: str, args: dict[str, Any]) -> bool:
         """Whether a task's output is already there, so that running it would skip it.
@@ -740,12 +771,34 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "lbr_config.json").exists()
 
 
-def _speed(speeds: dict[str, list[float]], kind: str) -> float:
-    """Observed / prior seconds for a kind of task: the median of its own, else of all, else 1."""
-    if speeds.get(kind):
-        return statistics.median(speeds[kind])
-    every = [speed for values in speeds.values() for speed in values]
-    return statistics.median(every) if every else 1.0
+def _speed(ratios: dict[tuple[str, str], list[float]], kind: str, domain: str) -> float:
+    """Measured / prior seconds for a kind of task on a domain: the median of its own, else of
+    that kind on every domain, else of every task, else 1."""
+    for match in (lambda k, d: (k, d) == (kind, domain), lambda k, d: k == kind, lambda k, d: True):
+        values = [ratio for (k, d), found in ratios.items() if match(k, d) for ratio in found]
+        if values:
+            return statistics.median(values)
+    return 1.0
+
+
+def _run_seconds(log: Path) -> float | None:
+    """Seconds a finished training run took, from its log: steps x the mean tokens a logged step
+    / the throughput at the last step (measured since the run last started, so a resumed run
+    counts at the speed of its last part). None if the log is unreadable or empty."""
+    try:
+        rows = _log_rows(log)
+        tokens = statistics.mean(int(row["tokens"]) for row in rows)
+        return int(rows[-1]["step"]) * tokens / float(rows[-1]["tokens_per_s"])
+    except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError, ZeroDivisionError):
+        return None
+
+
+def _result_seconds(path: Path) -> float | None:
+    """The seconds an evaluation took, from its result file; None for an unreadable or older file."""
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _log_rows(log: Path) -> list[dict[str, Any]]:

@@ -803,3 +803,45 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
     seconds = {("stage2", 0): 500.0, ("stage2", 1): 150.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
     left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
     assert left[3] == "3m20s left)"  # 100 s x 2
+
+
+def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
+    # LLM+CL seed 0 ran here before: 4 steps of 100 tokens at 2 tokens/s = 200 s; its evaluation 50 s.
+    logs = tmp_path / "train-logs"
+    logs.mkdir()
+    rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]
+    (logs / "medical-any-llm_cl-seed0.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    result = experiment.result_path("medical", "open", "llm_cl", 0)
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"seconds": 50.0}))
+    cell = {"domain": "medical", "setting": "open", "seed": 1}
+    plan = [
+        ("stage2", {**cell, "method": "llm_cl"}, 100.0),
+        ("stage2", {**cell, "method": "lbr"}, 100.0),
+        ("evaluate", {**cell, "method": "llm_cl"}, 100.0),
+    ]
+    seconds = {("stage2", 1): 1000.0, ("evaluate", 1): 50.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    # LLM+CL seed 1 takes seed 0's 200 s and its evaluation 50 s; LBR, never run, its prior x the
+    # domain's measured / prior stage-2 seconds (2): 200 + 200 + 50.
+    assert left[0] == "7m30s left)"
+    # LLM+CL seed 1 took 1000 s (10x): LBR now at the median of 2 and 10, plus the evaluation.
+    assert left[1] == "10m50s left)"
+    assert left[2] == "0m50s left)"
+
+
+def test_measured_seconds_reads_finished_runs_only(tmp_path):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    task = {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}
+    assert experiment.measured_seconds("stage2", task) is None
+    rows = [{"step": step, "tokens": 30 * step, "tokens_per_s": 10.0} for step in range(1, 4)]
+    for seed, finished in ((0, False), (2, True)):
+        run = experiment.run_dir("medical", "open", "llm_cl", seed)
+        run.mkdir(parents=True)
+        (run / "train_log.jsonl").write_text("\n".join(json.dumps(row) for row in rows[: seed + 1]) + "\n")
+        if finished:
+            (run / "lbr_config.json").write_text("{}")
+    # Only seed 2 finished: 3 steps x a mean of 60 tokens / 10 tokens/s; the unfinished seed 0 is ignored.
+    assert experiment.measured_seconds("stage2", task) == pytest.approx(18.0)
+    assert experiment.measured_seconds("stage2", {**task, "method": "lbr"}) is None
