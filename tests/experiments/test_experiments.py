@@ -669,6 +669,10 @@ def test_matched_steps_by_hand_and_refused_for_an_llm_cl_run_of_another_length(t
     _fake_log(continued.run_dir("medical", "open", "llm_cl", 0), [100, 120, 80, 100])
     with pytest.raises(ConfigError, match=r"does not count its decoder targets.*target 'continue'"):
         continued._stage2_steps("medical", "open", "llm_cl_matched", 0)
+    # ... and one whose settings cannot be read says which file.
+    (continued.run_dir("medical", "open", "stage1-ib", 0) / "run_config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"does not count its decoder targets and .*run_config.json is unreadable"):
+        continued._stage2_steps("medical", "open", "llm_cl_matched", 0)
 
 
 def test_time_estimate_of_an_epoch_budget_reads_the_pairs_count_and_writes_nothing(tmp_path):
