@@ -225,26 +225,35 @@ def test_every_help_page_prints(command, capsys):
 
 
 def test_read_texts_reads_titles_as_documents_are_trained(tmp_path):
-    from lbr.cli import read_texts
+    from lbr.data.beir import read_texts
     from lbr.errors import InputError
 
     path = tmp_path / "docs.jsonl"
     records = [
         {"_id": "a", "title": "Atrial septal defect", "text": "A hole between the atria."},
-        {"_id": "b", "text": "No title here."},
+        {"text": "No id or title here."},
         {"_id": "c", "title": "", "text": "Empty title."},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    ids, texts = read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)
-    assert ids == ["a", "b", "c"]
-    assert texts == ["Atrial septal defect: A hole between the atria.", "No title here.", "Empty title."]
-    _, plain = read_texts(path, id_field="_id", text_field="text", title_field="", max_line_bytes=10_000)
-    assert plain[0] == "A hole between the atria."
+    texts = read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)
+    # A record without an id takes its line number, as a line of a .txt file does.
+    assert texts == [
+        ("a", "Atrial septal defect: A hole between the atria."),
+        ("2", "No id or title here."),
+        ("c", "Empty title."),
+    ]
+    plain = read_texts(path, id_field="_id", text_field="text", title_field="", max_line_bytes=10_000)
+    assert plain[0] == ("a", "A hole between the atria.")
     # Encoding the titles themselves does not prefix each title to itself.
     named = tmp_path / "named.jsonl"
     named.write_text(json.dumps(records[0]) + "\n")
-    _, titles = read_texts(named, id_field="_id", text_field="title", title_field="title", max_line_bytes=10_000)
-    assert titles == ["Atrial septal defect"]
+    titles = read_texts(named, id_field="_id", text_field="title", title_field="title", max_line_bytes=10_000)
+    assert titles == [("a", "Atrial septal defect")]
     path.write_text(json.dumps({"_id": "a", "title": 3, "text": "x"}) + "\n")
     with pytest.raises(InputError, match=r"docs.jsonl:1: field 'title'"):
         read_texts(path, id_field="_id", text_field="text", title_field="title", max_line_bytes=10_000)
+    path.write_text(json.dumps({"_id": "a", "text": "x"}) + "\n" + json.dumps({"_id": "b", "text": "  "}) + "\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:2: field 'text': is empty"):
+        read_texts(path)
+    with pytest.raises(InputError, match=r"missing.jsonl: file does not exist"):
+        read_texts(tmp_path / "missing.jsonl")

@@ -101,66 +101,10 @@ def run_represent(args: argparse.Namespace) -> int:
     return _run_stage(args, Stage2Config, 2)
 
 
-def read_texts(
-    path: Path, *, id_field: str, text_field: str, max_line_bytes: int, title_field: str = ""
-) -> tuple[list[str], list[str]]:
-    """Texts and ids from a jsonl file (``id_field``/``text_field``) or a .txt file (one per line).
-
-    A jsonl record with a ``title_field`` is read as "title: text", the form training and
-    evaluation give a document (lbr.data.beir.format_document); an empty ``title_field``, or one
-    naming the id or text field, ignores titles.
-    """
-    from lbr.data.beir import format_document
-    from lbr.data.jsonl import iter_jsonl
-    from lbr.errors import InputError
-
-    if not path.exists():
-        raise InputError(path, "input file does not exist")
-    ids, texts = [], []
-    if path.suffix == ".jsonl":
-        seen: dict[str, int] = {}
-        if title_field in (id_field, text_field):
-            title_field = ""
-        optional = {id_field: (str, int), **({title_field: str} if title_field else {})}
-        for line, record in iter_jsonl(
-            path, required={text_field: str}, optional=optional, max_line_bytes=max_line_bytes
-        ):
-            record_id = str(record.get(id_field, len(ids)))
-            if record_id in seen:
-                raise InputError(
-                    path, f"duplicate id {record_id!r} (first on line {seen[record_id]})", line=line, field=id_field
-                )
-            seen[record_id] = line
-            ids.append(record_id)
-            texts.append(format_document(record.get(title_field) or "", record[text_field]))
-    else:
-        raw = path.read_bytes()
-        # The same per-line cap as for jsonl, so one broken .txt file cannot exhaust memory later.
-        for number, raw_line in enumerate(raw.split(b"\n"), start=1):
-            if len(raw_line) > max_line_bytes:
-                raise InputError(
-                    path,
-                    f"line is {len(raw_line):,} bytes, over the cap of {max_line_bytes:,} "
-                    "(raise it with --max-line-bytes)",
-                    line=number,
-                )
-        try:
-            content = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            line = raw[: err.start].count(b"\n") + 1
-            raise InputError(path, f"invalid UTF-8 at byte {err.start}", line=line) from None
-        for number, line_text in enumerate(content.splitlines(), start=1):
-            if line_text.strip():
-                ids.append(str(number))
-                texts.append(line_text)
-        if not texts:
-            raise InputError(path, "file is empty (no non-blank lines)")
-    return ids, texts
-
-
 def run_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from lbr.data.beir import read_texts
     from lbr.modeling import LBRModel
 
     output = Path(args.output)
@@ -169,13 +113,15 @@ def run_encode(args: argparse.Namespace) -> int:
     ids_path = output.with_suffix(".ids.json")
     if not args.overwrite and (output.exists() or ids_path.exists()):
         raise ConfigError(f"{output}: already exists; pass --overwrite to replace it")
-    ids, texts = read_texts(
-        Path(args.input),
+    records = read_texts(
+        args.input,
         id_field=args.id_field,
         text_field=args.text_field,
         title_field=args.title_field if args.kind == "document" else "",  # a query is its text alone
         max_line_bytes=args.max_line_bytes,
     )
+    ids = [text_id for text_id, _ in records]
+    texts = [text for _, text in records]
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -250,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode as documents, or as queries with the model's instruction",
     )
     encode.add_argument("--batch-size", type=int, default=32)
-    encode.add_argument("--id-field", default="_id", help="jsonl id field (default: _id; line order if absent)")
+    encode.add_argument("--id-field", default="_id", help="jsonl id field (default: _id; line number if absent)")
     encode.add_argument("--text-field", default="text")
     encode.add_argument(
         "--title-field",

@@ -27,12 +27,12 @@ def _record(command: str, text: str = "heart bone", index: int = 0) -> dict:
         return {"text": text}
     if command == "represent":
         return {"query": text, "positive": "bone skin"}
-    if command == "encode":
+    if command in ("encode", "index"):
         return {"_id": f"d{index}", "text": text}
     return {"_id": f"d{index}", "title": "", "text": text}  # evaluate: corpus.jsonl
 
 
-FIELD = {"learn": "text", "represent": "query", "encode": "text", "evaluate": "text"}
+FIELD = {"learn": "text", "represent": "query", "encode": "text", "index": "text", "evaluate": "text"}
 
 
 def _lines(command: str, n: int = 2) -> bytes:
@@ -56,6 +56,8 @@ def _run(command: str, content: bytes, tmp_path: Path, model: Path, *extra: str)
         argv = ["learn", "--model", str(model), "--corpus", str(path), "--output", str(out)]
     elif command == "represent":
         argv = ["represent", "--model", str(model), "--pairs", str(path), "--output", str(out)]
+    elif command == "index":
+        argv = ["index", "--model", str(model), "--corpus", str(path), "--output", str(out)]
     else:
         argv = ["encode", "--model", str(model), "--input", str(path), "--output", str(tmp_path / "e.npy")]
     return main([*argv, "--no-progress", *extra]), path
@@ -71,7 +73,7 @@ def _assert_one_line_error(capsys, code: int, expected: str) -> str:
     return errors[0]
 
 
-COMMANDS = ["learn", "represent", "encode", "evaluate"]
+COMMANDS = ["learn", "represent", "encode", "index", "evaluate"]
 
 # (case, content builder, extra flags, expected text after the path)
 CASES: list[tuple[str, Callable[[str], bytes], list[str], Callable[[str], str]]] = [
@@ -136,6 +138,7 @@ def test_missing_input_path(command, tmp_path, tiny_model_dir, capsys):
         "learn": ["learn", "--model", str(tiny_model_dir), "--corpus", str(missing), "--output", str(tmp_path / "o")],
         "represent": ["represent", "--model", str(tiny_model_dir), "--pairs", str(missing), "--output", "o"],
         "encode": ["encode", "--model", str(tiny_model_dir), "--input", str(missing), "--output", "e.npy"],
+        "index": ["index", "--model", str(tiny_model_dir), "--corpus", str(missing), "--output", str(tmp_path / "o")],
         "evaluate": ["evaluate", "--model", "bm25", "--data", str(missing)],
     }[command]
     _assert_one_line_error(capsys, main(argv), f"{missing}: ")
@@ -245,16 +248,18 @@ def test_encode_duplicate_ids(tmp_path, tiny_model_dir, capsys):
     path = tmp_path / "in.jsonl"
     path.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"}\n{"_id": "a", "text": "z"}\n')
     code = main(["encode", "--model", str(tiny_model_dir), "--input", str(path), "--output", str(tmp_path / "e.npy")])
-    _assert_one_line_error(capsys, code, f"{path}:3: field '_id': duplicate id 'a' (first on line 1)")
+    _assert_one_line_error(capsys, code, f"{path}:3: field '_id': duplicate id 'a' (first seen on line 1)")
 
 
-def test_encode_txt_input_is_checked_too(tmp_path, tiny_model_dir, capsys):
+@pytest.mark.parametrize("command", ["encode", "index"])
+def test_txt_input_is_checked_too(command, tmp_path, tiny_model_dir, capsys):
     path = tmp_path / "in.txt"
     path.write_bytes(b"heart\nbo\xffne\n")
-    argv = ["encode", "--model", str(tiny_model_dir), "--input", str(path), "--output", str(tmp_path / "e.npy")]
+    argv = [command, "--model", str(tiny_model_dir), "--output", str(tmp_path / "e.npy")]
+    argv += ["--input" if command == "encode" else "--corpus", str(path), "--no-progress"]
     _assert_one_line_error(capsys, main(argv), f"{path}:2: invalid UTF-8")
-    path.write_bytes(b"heart\n" + b"x" * 200 + b"\n")
-    _assert_one_line_error(capsys, main([*argv, "--max-line-bytes", "100"]), f"{path}:2: line is 200 bytes")
+    path.write_bytes(b"heart\n" + b"x" * 200 + b"\n")  # 201 bytes with its newline, as every reader counts
+    _assert_one_line_error(capsys, main([*argv, "--max-line-bytes", "100"]), f"{path}:2: line is 201 bytes")
     path.write_bytes(b"\n \n")
     _assert_one_line_error(capsys, main(argv), f"{path}: file is empty")
 

@@ -59,6 +59,48 @@ def load_corpus(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTE
     return corpus
 
 
+def read_texts(
+    path: str | Path,
+    *,
+    id_field: str = "_id",
+    text_field: str = "text",
+    title_field: str = "title",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> list[tuple[str, str]]:
+    """``(id, text)`` for every text of a jsonl file, or of a .txt file (one text a line), as a
+    dense model encodes them: what ``lbr encode`` and ``lbr index`` read.
+
+    A jsonl record's id is its ``id_field``, or its line number without one; a record with a
+    ``title_field`` reads as "title: text" (:func:`format_document`). An empty ``title_field``,
+    or one naming the id or text field, ignores titles. A .txt file gives each non-blank line,
+    stripped, with its line number as id. Errors name the file, line and field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    texts: list[tuple[str, str]] = []
+    if path.suffix == ".jsonl":
+        first_line: dict[str, int] = {}
+        if title_field in (id_field, text_field):
+            title_field = ""
+        optional = {id_field: (str, int), **({title_field: str} if title_field else {})}
+        for line, record in iter_jsonl(
+            path, required={text_field: str}, optional=optional, max_line_bytes=max_line_bytes
+        ):
+            text_id = _check_id(path, line, record.get(id_field, line), first_line, field=id_field)
+            text = format_document(record.get(title_field) or "", record[text_field])
+            if not text:
+                raise InputError(path, "is empty", line=line, field=text_field)
+            texts.append((text_id, text))
+    else:
+        for line, text in iter_text_lines(path, max_line_bytes=max_line_bytes):
+            if text.strip():
+                texts.append((str(line), text.strip()))
+        if not texts:
+            raise InputError(path, "file is empty (no non-blank lines)")
+    return texts
+
+
 def load_queries(path: str | Path, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Queries:
     """Read a BEIR ``queries.jsonl`` into ``{query_id: text}``."""
     queries: Queries = {}

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lbr.data.beir import format_document
+from lbr.data.beir import read_texts
 from lbr.data.jsonl import iter_jsonl
 from lbr.errors import ConfigError, InputError, LBRError
 
@@ -75,43 +75,15 @@ def read_documents(
     title_field: str = "title",
     max_line_bytes: int = 1_000_000,
 ) -> list[Document]:
-    """Documents from a jsonl corpus (BEIR style by default), a BEIR directory, or a .txt file.
-
-    A .txt file gives one document per non-blank line, with the line number as id.
-    """
+    """Documents from a jsonl corpus (BEIR style by default), a BEIR directory, or a .txt file
+    (one document a non-blank line, its line number as id): :func:`lbr.data.beir.read_texts`."""
     path = Path(path)
     if path.is_dir():
         path = path / "corpus.jsonl"
-    if not path.exists():
-        raise InputError(path, "corpus file does not exist")
-    documents: list[Document] = []
-    first_line: dict[str, int] = {}
-    if path.suffix == ".jsonl":
-        for line, record in iter_jsonl(
-            path,
-            required={text_field: str},
-            optional={id_field: (str, int), title_field: str},
-            max_line_bytes=max_line_bytes,
-        ):
-            doc_id = str(record.get(id_field, line))
-            if doc_id in first_line:
-                raise InputError(path, f"duplicate id {doc_id!r} (first on line {first_line[doc_id]})", line=line)
-            first_line[doc_id] = line
-            text = format_document(record.get(title_field) or "", record[text_field])
-            if not text:
-                raise InputError(path, "document has no text", line=line, field=text_field)
-            documents.append(Document(doc_id, text))
-    else:
-        try:
-            content = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            raise InputError(path, f"invalid UTF-8 at byte {err.start}") from None
-        for number, line_text in enumerate(content.splitlines(), start=1):
-            if line_text.strip():
-                documents.append(Document(str(number), line_text.strip()))
-    if not documents:
-        raise InputError(path, "no documents in the corpus")
-    return documents
+    texts = read_texts(
+        path, id_field=id_field, text_field=text_field, title_field=title_field, max_line_bytes=max_line_bytes
+    )
+    return [Document(doc_id, text) for doc_id, text in texts]
 
 
 def _snippet(text: str, chars: int) -> str:
