@@ -257,3 +257,8 @@ def test_read_texts_reads_titles_as_documents_are_trained(tmp_path):
         read_texts(path)
     with pytest.raises(InputError, match=r"missing.jsonl: file does not exist"):
         read_texts(tmp_path / "missing.jsonl")
+    with pytest.raises(InputError, match=r"is a directory"):
+        read_texts(tmp_path)
+    # A null id is no id: the line number, as for a null title.
+    path.write_text(json.dumps({"_id": None, "title": None, "text": "x"}) + "\n")
+    assert read_texts(path) == [("1", "x")]

@@ -273,9 +273,10 @@ class Experiment:
         the claim is judged on first. Untrained methods are evaluated once per domain, and the
         baselines without a stage 1 once per domain and seed, in the first setting's cell.
 
-        The estimates only feed the time-left message, which rescales each kind of task (stage 1,
-        stage 2, evaluation) by the median observed / estimated time of the tasks of that kind run
-        whole in this process.
+        The estimates only feed the time-left message (`run`). It takes a task's time from the
+        same run already finished in this directory where there is one (`measured_seconds`), and
+        otherwise rescales the estimate by the median measured / estimated time of that kind of
+        task (stage 1, stage 2, evaluation) on that domain.
         """
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
@@ -326,13 +327,17 @@ class Experiment:
         # Seconds this machine took for each task's run in this directory (this cell or another).
         measured = [self.measured_seconds(kind, args) for kind, args, _ in tasks]
         # Measured / prior seconds by (kind, domain): the priors of stage 1, stage 2 and evaluation
-        # are off by different factors on each domain. Runs finished in an earlier process seed
-        # them, and each task run whole here adds to them; the median shrugs off one task that
-        # was slowed (a paused process, another job on the cores).
-        ratios: dict[tuple[str, str], list[float]] = {}
+        # are off by different factors on each domain. Runs finished before this process seed
+        # them, one ratio per run name (the seeds and settings of a run share its measurement),
+        # and each task run whole here adds its own; the median shrugs off one task that was
+        # slowed (a paused process, another job on the cores).
+        seeded: dict[tuple[str, str, str], float] = {}
         for (kind, args, prior), seconds in zip(tasks, measured, strict=True):
             if seconds is not None and prior >= 60:
-                ratios.setdefault((kind, args["domain"]), []).append(seconds / prior)
+                seeded[(kind, args["domain"], _run_name(args))] = seconds / prior
+        ratios: dict[tuple[str, str], list[float]] = {}
+        for (kind, domain, _), ratio in seeded.items():
+            ratios.setdefault((kind, domain), []).append(ratio)
 
         def estimate(i: int) -> float:
             kind, args, prior = tasks[i]
@@ -354,6 +359,10 @@ class Experiment:
                 did_work = getattr(self, f"_{kind}")(**args)
                 if did_work and not resumed and prior >= 60:  # part-done or tiny tasks say little about speed
                     ratios.setdefault((kind, args["domain"]), []).append((time.perf_counter() - task_start) / prior)
+                # The same run's other seeds and settings now have this one to go by.
+                for later in range(index + 1, len(tasks)):
+                    if tasks[later][0] == kind and _same_run(tasks[later][1], args):
+                        measured[later] = self.measured_seconds(kind, tasks[later][1])
         return self.collect()
 
     def measured_seconds(self, kind: str, args: dict[str, Any]) -> float | None:
@@ -377,6 +386,7 @@ class Experiment:
             seconds = [s for s in map(_run_seconds, logs.values()) if s is not None]
         else:
             return None
+        seconds = [s for s in seconds if math.isfinite(s) and s >= 0]  # a hand-edited file must not stop a run
         return statistics.median(seconds) if seconds else None
 
     def done(self, kind: str, args: dict[str, Any]) -> bool:
@@ -771,6 +781,15 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / "lbr_config.json").exists()
 
 
+def _run_name(args: dict[str, Any]) -> str:
+    """The run or row a task's arguments name, whatever its setting and seed."""
+    return str(args.get("name") or args.get("method") or "")
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["domain"] == b["domain"] and _run_name(a) == _run_name(b)
+
+
 def _speed(ratios: dict[tuple[str, str], list[float]], kind: str, domain: str) -> float:
     """Measured / prior seconds for a kind of task on a domain: the median of its own, else of
     that kind on every domain, else of every task, else 1."""
@@ -789,7 +808,7 @@ def _run_seconds(log: Path) -> float | None:
         rows = _log_rows(log)
         tokens = statistics.mean(int(row["tokens"]) for row in rows)
         return int(rows[-1]["step"]) * tokens / float(rows[-1]["tokens_per_s"])
-    except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError, ZeroDivisionError):
+    except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError, ZeroDivisionError, OverflowError):
         return None
 
 

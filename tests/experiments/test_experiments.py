@@ -23,8 +23,17 @@ from lbr.experiments import (
 TINY = dataclasses.replace(BUDGETS["tiny"], stage1_steps=2, stage2_steps=2, max_docs=60, encode_batch_size=16)
 
 
-def _tiny_benchmark(model_dir, out, methods: str) -> list[str]:
-    """`lbr benchmark` argv for one medical/open/seed-0 cell of the tiny model at the tiny budget."""
+@pytest.fixture
+def tiny_budget(monkeypatch):
+    """`--budget tiny` means TINY (2 steps a stage, 60 documents) for the test."""
+    import lbr.commands.demo as demo
+
+    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+
+
+def _tiny_benchmark(model_dir, out, methods: str, *flags: str) -> list[str]:
+    """`lbr benchmark` argv for one medical/open/seed-0 cell of the tiny model at the tiny budget,
+    then `flags`."""
     return [
         "benchmark",
         "--model",
@@ -44,6 +53,7 @@ def _tiny_benchmark(model_dir, out, methods: str) -> list[str]:
         "--no-progress",
         "-k",
         "2",
+        *flags,
     ]
 
 
@@ -253,10 +263,7 @@ def test_tasks_finish_whole_cells_first_setting_and_seed_first(tmp_path):
     assert not [e for e in evaluations if e[0] == "llm_cl" and e[1] == "closed"]
 
 
-def test_report_only_reports_finished_cells_and_marks_missing_seeds(tmp_path, monkeypatch, capsys):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_report_only_reports_finished_cells_and_marks_missing_seeds(tmp_path, monkeypatch, tiny_budget, capsys):
     out = tmp_path / "bench"
     argv = ["benchmark", "--domains", "medical", "--settings", "open", "--budget", "tiny", "--output", str(out)]
     assert main([*argv, "--methods", "bm25", "--report-only"]) == 2
@@ -321,10 +328,7 @@ def test_paired_table_pairs_queries_by_seed_and_skips_records_without_them():
     assert paired_table(records[-1:], ("medical",), ("open",)) == ""
 
 
-def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_path, monkeypatch, tiny_budget, capsys):
     out = tmp_path / "bench"
     argv = _tiny_benchmark(tiny_model_dir, out, "bm25,base,llm_cl,llm_cl_matched,clm_cl,lbr_unsup,lbr")
     assert main(argv) == 0
@@ -422,10 +426,7 @@ def test_dev_split_evaluation_is_kept_apart_from_test(tmp_path):
         Experiment(output=tmp_path, eval_split="train")
 
 
-def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_demo_command_writes_the_report(tiny_model_dir, tmp_path, tiny_budget, capsys):
     out = tmp_path / "demo"
     argv = [
         "demo",
@@ -481,18 +482,13 @@ def test_output_made_with_other_settings_is_refused_and_same_settings_resume(tmp
         bm25_only(target="continue").run()
 
 
-def test_document_next_form_reads_each_document_then_its_knowledge_record(tiny_model_dir, tmp_path, monkeypatch):
-    import lbr.commands.demo as demo
+def test_document_next_form_reads_each_document_then_its_knowledge_record(tiny_model_dir, tmp_path, tiny_budget):
     from lbr.data.beir import format_document
 
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "lbr_unsup") + [
-        "--knowledge-form",
-        "document-next",
-        "--target",
-        "continue",
-    ]
+    argv = _tiny_benchmark(
+        tiny_model_dir, out, "lbr_unsup", "--knowledge-form", "document-next", "--target", "continue"
+    )
     assert main(argv) == 0
     data = out / "data/medical"
     corpus = {r["_id"]: r for r in map(json.loads, (data / "corpus.jsonl").read_text().splitlines())}
@@ -509,12 +505,12 @@ def test_document_next_form_reads_each_document_then_its_knowledge_record(tiny_m
     assert run_config["stage1"]["max_target_length"] == 2 * TINY.segment_length
 
 
-def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, tmp_path, monkeypatch):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, tmp_path, tiny_budget):
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "lbr") + [
+    argv = _tiny_benchmark(
+        tiny_model_dir,
+        out,
+        "lbr",
         "--stage1-steps",
         "3",
         "--stage2-steps",
@@ -531,7 +527,7 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
         "3e-4",
         "--stage2-lr",
         "1e-3",
-    ]
+    )
     assert main(argv) == 0
     runs = out / "runs/medical/open"
     train1 = json.loads((runs / "stage1-ib-seed0/run_config.json").read_text())["train"]
@@ -550,12 +546,9 @@ def test_benchmark_step_overrides_and_gen_target_reach_the_runs(tiny_model_dir, 
     assert (out / "results-dev/medical/open/lbr-seed0.json").exists()
 
 
-def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_dir, tmp_path, monkeypatch):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_dir, tmp_path, tiny_budget):
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "lbr_unsup") + ["--stage1-epochs", "1"]
+    argv = _tiny_benchmark(tiny_model_dir, out, "lbr_unsup", "--stage1-epochs", "1")
     assert main(argv) == 0
     run = out / "runs/medical/open/stage1-ib-seed0"
     segments = json.loads((run / "lbr_config.json").read_text())["stages"][0]["segments"]
@@ -566,12 +559,9 @@ def test_benchmark_stage1_epochs_runs_whole_passes_over_the_corpus(tiny_model_di
     assert budget["stage1_epochs"] == 1.0 and "stage1_steps" not in budget
 
 
-def test_benchmark_stage2_epochs_sets_the_steps_of_every_row_and_the_matched_run(tiny_model_dir, tmp_path, monkeypatch):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_benchmark_stage2_epochs_sets_the_steps_of_every_row_and_the_matched_run(tiny_model_dir, tmp_path, tiny_budget):
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,llm_cl_matched") + ["--stage2-epochs", "1.5"]
+    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,llm_cl_matched", "--stage2-epochs", "1.5")
     assert main(argv) == 0
 
     def log(run):
@@ -591,12 +581,9 @@ def test_benchmark_stage2_epochs_sets_the_steps_of_every_row_and_the_matched_run
     assert budget["stage2_epochs"] == 1.5 and "stage2_steps" not in budget
 
 
-def test_benchmark_stage2_pairs_trains_every_row_on_one_seeded_sample(tiny_model_dir, tmp_path, monkeypatch):
-    import lbr.commands.demo as demo
-
-    monkeypatch.setitem(demo.BUDGETS, "tiny", TINY)
+def test_benchmark_stage2_pairs_trains_every_row_on_one_seeded_sample(tiny_model_dir, tmp_path, tiny_budget):
     out = tmp_path / "bench"
-    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,lbr") + ["--stage2-pairs", "5", "--stage2-epochs", "4"]
+    argv = _tiny_benchmark(tiny_model_dir, out, "llm_cl,lbr", "--stage2-pairs", "5", "--stage2-epochs", "4")
     assert main(argv) == 0
     data = out / "data/medical"
     every = data.joinpath("pairs.train.jsonl").read_text().splitlines()
@@ -746,8 +733,16 @@ def test_benchmark_refuses_a_zero_step_override(capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-def _timed_run(experiment, monkeypatch, capsys, plan, seconds):
-    """Run `plan` with fake tasks that take `seconds[(kind, seed)]` on a fake clock; return the
+def _finished_run(run_dir, seconds: float) -> None:
+    """A finished run whose training log says it took `seconds`: one step of 100 tokens."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_log.jsonl").write_text(json.dumps({"step": 1, "tokens": 100, "tokens_per_s": 100 / seconds}))
+    (run_dir / "lbr_config.json").write_text("{}")
+
+
+def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None):
+    """Run `plan` with fake tasks that take `seconds[(kind, seed)]` on a fake clock, a stage-2
+    task leaving a finished run whose log says `logged[(method, seed)]` seconds; return the
     time-left part of each progress line."""
     import types
 
@@ -760,6 +755,8 @@ def _timed_run(experiment, monkeypatch, capsys, plan, seconds):
             if (kind, seed) not in seconds:
                 return False  # finished: skipped
             clock[0] += seconds[(kind, seed)]
+            if kind == "stage2" and (method, seed) in (logged or {}):
+                _finished_run(experiment.run_dir(domain, setting, method, seed), logged[(method, seed)])
             return True
 
         return task
@@ -811,41 +808,70 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
 
 def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
-    # LLM+CL seed 0 ran here before: 4 steps of 100 tokens at 2 tokens/s = 200 s; its evaluation 50 s.
+    # LLM+CL seed 0 ran here before: its archived log says 200 s, and its evaluation took 50 s.
     logs = tmp_path / "train-logs"
     logs.mkdir()
-    rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]
+    rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]  # 4 x 100 / 2
     (logs / "medical-any-llm_cl-seed0.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     result = experiment.result_path("medical", "open", "llm_cl", 0)
     result.parent.mkdir(parents=True)
     result.write_text(json.dumps({"seconds": 50.0}))
-    cell = {"domain": "medical", "setting": "open", "seed": 1}
     plan = [
-        ("stage2", {**cell, "method": "llm_cl"}, 100.0),
-        ("stage2", {**cell, "method": "lbr"}, 100.0),
-        ("evaluate", {**cell, "method": "llm_cl"}, 100.0),
+        ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
+        ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 2}, 100.0),
+        ("stage2", {"domain": "medical", "setting": "open", "method": "lbr", "seed": 1}, 100.0),
+        ("evaluate", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
     ]
-    seconds = {("stage2", 1): 1000.0, ("evaluate", 1): 50.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
-    # LLM+CL seed 1 takes seed 0's 200 s and its evaluation 50 s; LBR, never run, its prior x the
-    # domain's measured / prior stage-2 seconds (2): 200 + 200 + 50.
-    assert left[0] == "7m30s left)"
-    # LLM+CL seed 1 took 1000 s (10x): LBR now at the median of 2 and 10, plus the evaluation.
-    assert left[1] == "10m50s left)"
-    assert left[2] == "0m50s left)"
+    seconds = {("stage2", 1): 1000.0, ("stage2", 2): 1000.0, ("evaluate", 1): 50.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged={("llm_cl", 1): 400.0})
+    # LLM+CL seeds 1 and 2 take seed 0's 200 s, its evaluation 50 s; LBR, never run, its prior x
+    # the domain's measured / prior stage-2 time, counted once for the run (2): 200 + 200 + 200 + 50.
+    assert left[0] == "10m50s left)"
+    # LLM+CL seed 1 took 1000 s here (10x) and logged 400 s: seed 2 now takes the median of the
+    # two logs (300 s), LBR the median of 2 and 10 (6x); one seed's copy of the seeded 2x each
+    # would make it 2x.
+    assert left[1] == "15m50s left)"  # 300 + 600 + 50
+    assert left[2] == "17m30s left)"  # LBR at median(2, 10, 10) = 10x, + 50
+    assert left[3] == "0m50s left)"
 
 
-def test_measured_seconds_reads_finished_runs_only(tmp_path):
+def test_measured_seconds_reads_the_same_finished_run_only(tmp_path):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     task = {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}
     assert experiment.measured_seconds("stage2", task) is None
-    rows = [{"step": step, "tokens": 30 * step, "tokens_per_s": 10.0} for step in range(1, 4)]
-    for seed, finished in ((0, False), (2, True)):
-        run = experiment.run_dir("medical", "open", "llm_cl", seed)
-        run.mkdir(parents=True)
-        (run / "train_log.jsonl").write_text("\n".join(json.dumps(row) for row in rows[: seed + 1]) + "\n")
-        if finished:
-            (run / "lbr_config.json").write_text("{}")
-    # Only seed 2 finished: 3 steps x a mean of 60 tokens / 10 tokens/s; the unfinished seed 0 is ignored.
-    assert experiment.measured_seconds("stage2", task) == pytest.approx(18.0)
+    unfinished = experiment.run_dir("medical", "open", "llm_cl", 0)
+    unfinished.mkdir(parents=True)
+    (unfinished / "train_log.jsonl").write_text(json.dumps({"step": 1, "tokens": 100, "tokens_per_s": 1.0}))
+    assert experiment.measured_seconds("stage2", task) is None  # not finished: not a measurement
+    # Runs whose names start like LLM+CL's and LBR's are other runs.
+    _finished_run(experiment.run_dir("medical", "open", "llm_cl_matched", 0), 1000.0)
+    _finished_run(experiment.run_dir("medical", "open", "lbr_norefine", 0), 1000.0)
+    assert experiment.measured_seconds("stage2", task) is None
     assert experiment.measured_seconds("stage2", {**task, "method": "lbr"}) is None
+    # Seed 2 finished (3 steps x a mean of 60 tokens / 10 tokens/s = 18 s), and an archived copy
+    # of its log does not count twice: the median of 18, 18 and 30 would be 18 as well, so seed 3
+    # (30 s) is archived only, and the median of the two runs is 24.
+    rows = [{"step": step, "tokens": 30 * step, "tokens_per_s": 10.0} for step in range(1, 4)]
+    _finished_run(experiment.run_dir("medical", "open", "llm_cl", 2), 1.0)
+    log = "\n".join(json.dumps(row) for row in rows) + "\n"
+    (experiment.run_dir("medical", "open", "llm_cl", 2) / "train_log.jsonl").write_text(log)
+    (tmp_path / "train-logs").mkdir()
+    (tmp_path / "train-logs" / "medical-any-llm_cl-seed2.jsonl").write_text(log)
+    (tmp_path / "train-logs" / "medical-any-llm_cl-seed3.jsonl").write_text(json.dumps(rows[0] | {"step": 10}))
+    assert experiment.measured_seconds("stage2", task) == pytest.approx(24.0)
+    # A log with an impossible throughput is no measurement, not a crash.
+    (tmp_path / "train-logs" / "medical-any-llm_cl-seed3.jsonl").write_text(
+        '{"step": 1, "tokens": 1, "tokens_per_s": 0}'
+    )
+    assert experiment.measured_seconds("stage2", task) == pytest.approx(18.0)
+
+
+def test_time_left_on_a_domain_with_nothing_measured_borrows_the_others(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("chemistry", "code"), methods=("llm_cl",), show_progress=False)
+    _finished_run(experiment.run_dir("chemistry", "open", "llm_cl", 0), 300.0)  # 3x its prior
+    plan = [
+        ("stage2", {"domain": "chemistry", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
+        ("stage2", {"domain": "code", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
+    ]
+    left = _timed_run(experiment, monkeypatch, capsys, plan, {})
+    assert left[0] == "10m00s left)"  # chemistry's run measured (300 s); code's at chemistry's 3x

@@ -72,12 +72,12 @@ def read_texts(
 
     A jsonl record's id is its ``id_field``, or its line number without one; a record with a
     ``title_field`` reads as "title: text" (:func:`format_document`). An empty ``title_field``,
-    or one naming the id or text field, ignores titles. A .txt file gives each non-blank line,
-    stripped, with its line number as id. Errors name the file, line and field.
+    or one naming the id or text field, ignores titles. A .txt file gives each non-blank line
+    (lines end at "\\n" only), stripped, with its line number as id. Ids are stripped, and an
+    empty text or id is an error. Errors name the file, line and field.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist")
+    _check_file(path)
     texts: list[tuple[str, str]] = []
     if path.suffix == ".jsonl":
         first_line: dict[str, int] = {}
@@ -87,7 +87,8 @@ def read_texts(
         for line, record in iter_jsonl(
             path, required={text_field: str}, optional=optional, max_line_bytes=max_line_bytes
         ):
-            text_id = _check_id(path, line, record.get(id_field, line), first_line, field=id_field)
+            raw_id = record.get(id_field)
+            text_id = _check_id(path, line, line if raw_id is None else raw_id, first_line, field=id_field)
             text = format_document(record.get(title_field) or "", record[text_field])
             if not text:
                 raise InputError(path, "is empty", line=line, field=text_field)
