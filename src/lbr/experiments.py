@@ -968,6 +968,75 @@ def paired_table(
     return "\n".join(header + lines)
 
 
+def claim_table(
+    records: list[dict[str, Any]], domains: tuple[str, ...], settings: tuple[str, ...], metric: str = "nDCG@10"
+) -> str:
+    """The issue's target, cell by cell, as a markdown table: LBR ahead of LLM+CL, the
+    compute-matched LLM+CL and CLM->CL, each by more than the seed spread (the larger standard
+    deviation over seeds of the two rows). Behind any of them is a miss on any number of seeds;
+    ahead of all on one seed is not yet a result. Then the row with the best mean over the
+    domains, in each setting (the target wants LBR). '' without an LBR record."""
+    summary = summarise(records, metric)
+    lines = []
+    for setting in settings:
+        for domain in domains:
+            ours = summary.get((domain, setting, "lbr"))
+            if ours is None:
+                continue
+            cells, behind, within, one_seed, missing = [], [], [], [], []
+            for baseline in TRAINED_BASELINES:
+                theirs = summary.get((domain, "any" if baseline in SETTING_FREE else setting, baseline))
+                label = METHOD_LABELS[baseline]
+                if theirs is None:
+                    cells.append("–")
+                    missing.append(label)
+                    continue
+                margin = ours[0] - theirs[0]
+                spread = max(ours[1], theirs[1]) if min(ours[2], theirs[2]) > 1 else None
+                cells.append(f"{100 * margin:+.1f}" + ("" if spread is None else f" (spread {100 * spread:.1f})"))
+                if margin <= 0:
+                    behind.append(label)
+                elif spread is None:
+                    one_seed.append(label)
+                elif margin <= spread:
+                    within.append(label)
+            if behind:
+                verdict = f"no: behind {', '.join(behind)}"
+            elif missing:
+                verdict = f"not yet: no {', '.join(missing)}"
+            elif one_seed:
+                verdict = f"not yet: ahead of {', '.join(one_seed)} on one seed, no spread"
+            elif within:
+                verdict = f"no: ahead of {', '.join(within)} by no more than the seed spread"
+            else:
+                verdict = "yes"
+            seeds = f"{ours[2]} seed" + ("s" if ours[2] > 1 else "")
+            lines.append(
+                f"| {domain} | {setting} | {100 * ours[0]:.1f} ({seeds}) | " + " | ".join(cells) + f" | {verdict} |"
+            )
+    if not lines:
+        return ""
+    best = []
+    for setting in settings:
+        means = {}
+        for method in METHODS:
+            cells = [summary.get((d, "any" if method in SETTING_FREE else setting, method)) for d in domains]
+            if all(cells):
+                means[method] = sum(cell[0] for cell in cells) / len(cells)
+        if "lbr" in means:
+            top = max(means, key=means.get)
+            best.append(f"{setting}: {METHOD_LABELS[top]} ({100 * means[top]:.1f})")
+        else:
+            best.append(f"{setting}: not yet (LBR lacks a domain)")
+    header = [
+        "| domain | setting | LBR "
+        + "".join(f"| LBR − {METHOD_LABELS[b]} " for b in TRAINED_BASELINES)
+        + "| LBR ahead of all three by more than the seed spread? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(header + lines) + "\n\nBest row on average over the domains: " + "; ".join(best) + "."
+
+
 def plot_results(
     records: list[dict[str, Any]],
     domains: tuple[str, ...],
@@ -1032,6 +1101,9 @@ def write_report(experiment: Experiment, records: list[dict[str, Any]], title: s
         f"{pairs}; only evaluation read the qrels of the evaluated split.\n"
         "See each data/<domain>/DATASHEET.md.\n"
     )
+    claim = claim_table(records, experiment.domains, experiment.settings)
+    if claim:
+        text += f"\nThe target (nDCG@10 points, means over each row's seeds):\n\n{claim}\n"
     paired = paired_table(records, experiment.domains, experiment.settings)
     if paired:
         text += (

@@ -13,6 +13,7 @@ from lbr.experiments import (
     BUDGETS,
     METHODS,
     Experiment,
+    claim_table,
     has_long_pairs,
     paired_table,
     results_table,
@@ -306,6 +307,64 @@ def test_summary_mean_and_spread():
     assert "| LBR | 60.0 ± 14.1 | 60.0 |" in table
 
 
+def test_claim_table_says_where_lbr_meets_the_target_and_why_not():
+    def rows(domain, setting, method, *scores):
+        return [
+            {"domain": domain, "setting": setting, "method": method, "seed": seed, "metrics": {"nDCG@10": score}}
+            for seed, score in enumerate(scores)
+        ]
+
+    records = [
+        # medical: LLM+CL and the matched run serve both settings.
+        *rows("medical", "any", "llm_cl", 0.70, 0.72),
+        *rows("medical", "any", "llm_cl_matched", 0.79, 0.81),
+        # open: 1 point ahead of the matched run, inside the seed spread (sd of 0.80/0.82: 1.4 points).
+        *rows("medical", "open", "lbr", 0.80, 0.82),
+        *rows("medical", "open", "clm_cl", 0.60, 0.60),
+        # closed: ahead of all three by more than the spread.
+        *rows("medical", "closed", "lbr", 0.90, 0.92),
+        *rows("medical", "closed", "clm_cl", 0.50, 0.52),
+        # chemistry: ahead of all three, on one seed; closed has no CLM->CL yet.
+        *rows("chemistry", "any", "llm_cl", 0.36),
+        *rows("chemistry", "any", "llm_cl_matched", 0.35),
+        *rows("chemistry", "open", "lbr", 0.40),
+        *rows("chemistry", "open", "clm_cl", 0.30),
+        *rows("chemistry", "closed", "lbr", 0.40),
+        # code: behind LLM+CL, which decides it whatever is missing.
+        *rows("code", "any", "llm_cl", 0.60),
+        *rows("code", "open", "lbr", 0.50),
+    ]
+    table = claim_table(records, ("medical", "chemistry", "code", "law"), ("open", "closed"))
+    lines = {tuple(line.split(" | ")[:2]): line for line in table.splitlines()[2:] if line.startswith("| ")}
+    assert lines[("| medical", "open")].endswith(
+        "| 81.0 (2 seeds) | +10.0 (spread 1.4) | +1.0 (spread 1.4) | +21.0 (spread 1.4) "
+        "| no: ahead of LLM+CL compute-matched by no more than the seed spread |"
+    )
+    assert lines[("| medical", "closed")].endswith(
+        "| 91.0 (2 seeds) | +20.0 (spread 1.4) | +11.0 (spread 1.4) | +40.0 (spread 1.4) | yes |"
+    )
+    assert lines[("| chemistry", "open")].endswith(
+        "| 40.0 (1 seed) | +4.0 | +5.0 | +10.0 "
+        "| not yet: ahead of LLM+CL, LLM+CL compute-matched, CLM->CL on one seed, no spread |"
+    )
+    assert lines[("| chemistry", "closed")].endswith("| +4.0 | +5.0 | – | not yet: no CLM->CL |")
+    assert lines[("| code", "open")].endswith("| 50.0 (1 seed) | -10.0 | – | – | no: behind LLM+CL |")
+    assert len(lines) == 5  # law has no LBR record: no line
+    # LBR has no law score, so no mean. Over medical and chemistry, LBR leads open (60.5 against
+    # the matched run's 57.5) and closed (65.5).
+    assert table.endswith("over the domains: open: not yet (LBR lacks a domain); closed: not yet (LBR lacks a domain).")
+    two = claim_table(records, ("medical", "chemistry"), ("open", "closed"))
+    assert two.endswith("Best row on average over the domains: open: LBR (60.5); closed: LBR (65.5).")
+    less = [r for r in records if not (r["method"] == "lbr" and r["domain"] == "chemistry")]
+    less += [
+        {**r, "method": "lbr", "metrics": {"nDCG@10": 0.20}}
+        for r in records
+        if r["method"] == "lbr" and r["domain"] == "chemistry"
+    ]
+    assert claim_table(less, ("medical", "chemistry"), ("open",)).endswith("open: LLM+CL compute-matched (57.5).")
+    assert claim_table(records[:4], ("medical",), ("open",)) == ""
+
+
 def test_paired_table_pairs_queries_by_seed_and_skips_records_without_them():
     def record(method, seed, values, setting="open"):
         per_query = {"nDCG@10": dict(zip(("q1", "q2"), values, strict=True))} if values else {}
@@ -339,6 +398,9 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert (out / "ndcg.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| LBR |" in report and "| BM25 |" in report
+    # One seed: the target's line can say "no" or "not yet", never "yes".
+    target = next(line for line in report.splitlines() if line.startswith("| medical | open | "))
+    assert target.endswith(" |") and "| yes |" not in target and ("| no: " in target or "| not yet: " in target)
     # Per-query scores are kept, and the report compares LBR with each trained baseline on them.
     lbr_record = next(r for r in records if r["method"] == "lbr")
     per_query = lbr_record["per_query"]["nDCG@10"]
