@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Keep the full grid going across sessions whose disks may not survive:
+#   1. set up .venv if it is missing (make install);
+#   2. put the archived results, settings and training logs back into reports/benchmark
+#      (archive.py --restore never overwrites a file, and refuses other settings);
+#   3. start `lbr benchmark --seeds 0,1` with any extra flags given here, in the background
+#      (it resumes: finished runs and evaluations are skipped);
+#   4. every 5 minutes while it runs, and once when it stops, archive the finished evaluations
+#      and training logs into benchmarks/results/grid-full and commit them there.
+#
+#   benchmarks/grid.sh                                          # the whole grid
+#   benchmarks/grid.sh --domains chemistry,code --settings open  # a part of it
+#
+# Logs: logs/benchmark.log (the grid) and logs/archive.log (the archiving loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=reports/benchmark
+archive=benchmarks/results/grid-full
+mkdir -p logs
+[ -x .venv/bin/lbr ] || make install
+if pgrep -f "bin/lbr benchmark" > /dev/null; then
+    echo "an lbr benchmark is already running (one heavy job at a time); not starting another" >&2
+    exit 1
+fi
+.venv/bin/python benchmarks/archive.py --restore "$archive" "$out"
+nohup .venv/bin/lbr benchmark --seeds 0,1 --output "$out" "$@" > logs/benchmark.log 2>&1 &
+grid=$!
+save() {
+    .venv/bin/python benchmarks/archive.py "$out" "$archive" > /dev/null
+    git add "$archive"
+    git diff --cached --quiet -- "$archive" || git commit -q -m "grid: archive finished evaluations and training logs" -- "$archive"
+}
+nohup bash -c "$(declare -f save); out=$out archive=$archive
+    while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done; save" > logs/archive.log 2>&1 &
+echo "grid running (pid $grid): tail -f logs/benchmark.log; archived to $archive every 5 minutes"
