@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from lbr.errors import ConfigError
-from lbr.experiments import BUDGETS, DOMAINS, KNOWLEDGE_FORMS, METHODS, SETTINGS, Experiment, write_report
+from lbr.experiments import (
+    BUDGETS,
+    DOMAINS,
+    KNOWLEDGE_FORMS,
+    METHODS,
+    SETTINGS,
+    Experiment,
+    claim_table,
+    write_report,
+)
 
 
 def _csv(kind: str, allowed: tuple[str, ...]):
@@ -172,6 +181,9 @@ def _run(experiment: Experiment, title: str, *, report_only: bool = False) -> in
     table = write_report(experiment, records, title, command)
     minutes = (time.perf_counter() - started) / 60
     print(f"\n{title}: nDCG@10 (%) on held-out {experiment.eval_split} queries\n\n{table}\n")
+    claim = claim_table(records, experiment.domains, experiment.settings)
+    if claim:
+        print(f"The target: LBR ahead of each trained baseline by more than the seed spread\n\n{claim}\n")
     print(
         f"finished in {minutes:.1f} min; report in {experiment.output / 'report.md'}, "
         f"chart in {experiment.output / 'ndcg.png'}, numbers in {experiment.output / 'results.json'}"
