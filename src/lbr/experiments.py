@@ -860,6 +860,9 @@ def _stage1_tokens(log: Path) -> int:
 
 
 def _minutes(seconds: float) -> str:
+    """12m05s under an hour, 7h04m from there (a grid's time left runs to tens of hours)."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 

@@ -897,6 +897,20 @@ def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, mo
     assert left[3] == "0m50s left)"
 
 
+def test_durations_read_in_minutes_then_hours():
+    from lbr.experiments import _minutes
+
+    assert [_minutes(s) for s in (0, 59.9, 725, 3599, 3600, 25_440, 180_000)] == [
+        "0m00s",
+        "0m59s",
+        "12m05s",
+        "59m59s",
+        "1h00m",
+        "7h04m",
+        "50h00m",
+    ]
+
+
 def test_measured_seconds_reads_the_same_finished_run_only(tmp_path):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     task = {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}
