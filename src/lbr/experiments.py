@@ -1037,7 +1037,8 @@ def claim_table(
         + "| LBR ahead of all three by more than the seed spread? |",
         "|---|---|---|---|---|---|---|",
     ]
-    return "\n".join(header + lines) + "\n\nBest row on average over the domains (of the rows scored on all of them): " + "; ".join(best) + "."
+    best_line = "Best row on average over the domains (of the rows scored on all of them): " + "; ".join(best)
+    return "\n".join(header + lines) + "\n\n" + best_line + "."
 
 
 def plot_results(

@@ -354,9 +354,7 @@ def test_claim_table_says_where_lbr_meets_the_target_and_why_not():
     # the matched run's 57.5) and closed (65.5).
     assert table.endswith("over the domains: open: not yet (LBR lacks a domain); closed: not yet (LBR lacks a domain).")
     two = claim_table(records, ("medical", "chemistry"), ("open", "closed"))
-    assert two.endswith(
-        "Best row on average over the domains (of the rows scored on all of them): open: LBR (60.5); closed: LBR (65.5)."
-    )
+    assert two.endswith("(of the rows scored on all of them): open: LBR (60.5); closed: LBR (65.5).")
     less = [r for r in records if not (r["method"] == "lbr" and r["domain"] == "chemistry")]
     less += [
         {**r, "method": "lbr", "metrics": {"nDCG@10": 0.20}}
