@@ -352,7 +352,7 @@ def test_claim_table_says_where_lbr_meets_the_target_and_why_not():
     assert len(lines) == 5  # law has no LBR record: no line
     # LBR has no law score, so no mean. Over medical and chemistry, LBR leads open (60.5 against
     # the matched run's 57.5) and closed (65.5).
-    assert table.endswith("over the domains: open: not yet (LBR lacks a domain); closed: not yet (LBR lacks a domain).")
+    assert table.endswith("all of them): open: not yet (LBR lacks a domain); closed: not yet (LBR lacks a domain).")
     two = claim_table(records, ("medical", "chemistry"), ("open", "closed"))
     assert two.endswith("(of the rows scored on all of them): open: LBR (60.5); closed: LBR (65.5).")
     less = [r for r in records if not (r["method"] == "lbr" and r["domain"] == "chemistry")]
