@@ -511,7 +511,9 @@ class Experiment:
             epochs=epochs,
             batch_size=b.stage1_batch_size if stage == 1 else b.stage2_batch_size,
             learning_rate=b.learning_rate if stage == 1 else b.stage2_lr,
-            save_steps=max(10, (steps or b.stage1_steps_prior()) // 4),
+            # A checkpoint every quarter of the run, at most 25 steps apart (5-10 minutes of a
+            # full-budget run here): a session that stops mid-run loses little of it.
+            save_steps=max(10, min(25, (steps or b.stage1_steps_prior()) // 4)),
             # Always in stage 1, where it makes the step faster here (less fresh memory a step);
             # in stage 2 as stage2_checkpointing decides.
             gradient_checkpointing=stage == 1 or checkpointing,

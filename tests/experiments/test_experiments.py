@@ -897,6 +897,12 @@ def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, mo
     assert left[3] == "0m50s left)"
 
 
+def test_long_runs_checkpoint_at_most_25_steps_apart(tmp_path):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",))
+    saves = {steps: experiment._train_config(tmp_path, 0, steps, stage=2).save_steps for steps in (8, 60, 487)}
+    assert saves == {8: 10, 60: 15, 487: 25}
+
+
 def test_durations_read_in_minutes_then_hours():
     from lbr.experiments import _minutes
 
