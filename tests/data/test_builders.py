@@ -61,9 +61,7 @@ def test_domain_builds_a_valid_leak_free_dataset(domain: str, tmp_path: Path) ->
 
     # An independent leakage check, straight from the files.
     test_queries = [normalize(queries_test[q]) for q in qrels_test]
-    test_docs = {
-        normalize(f"{corpus_test[d]['title']}: {corpus_test[d]['text']}") for d in docs_of["test"]
-    }
+    test_docs = {normalize(f"{corpus_test[d]['title']}: {corpus_test[d]['text']}") for d in docs_of["test"]}
     for name in ("pairs.train.jsonl", "pairs.dev.jsonl"):
         pairs = load_pairs(out / name)
         assert pairs
@@ -71,9 +69,7 @@ def test_domain_builds_a_valid_leak_free_dataset(domain: str, tmp_path: Path) ->
         joined = "\n".join(texts)
         assert not [q for q in test_queries if q in joined], name
         assert not test_docs & set(texts), f"a test document is in {name}"
-    closed = "\n".join(
-        normalize(r["text"]) for r in load_text_corpus(out / "knowledge.closed.jsonl")
-    )
+    closed = "\n".join(normalize(r["text"]) for r in load_text_corpus(out / "knowledge.closed.jsonl"))
     assert not [q for q in test_queries if q in closed]
     open_records = load_text_corpus(out / "knowledge.open.jsonl")
     assert len(open_records) >= len(load_text_corpus(out / "knowledge.closed.jsonl"))
@@ -98,9 +94,7 @@ def test_build_command_end_to_end(tmp_path: Path) -> None:
     data_command.register(parser.add_subparsers(dest="command", required=True))
     outs = []
     for name in ("x", "y"):
-        args = parser.parse_args(
-            ["data", "build", "medical", "--out", str(tmp_path / name), "--max-docs", "100"]
-        )
+        args = parser.parse_args(["data", "build", "medical", "--out", str(tmp_path / name), "--max-docs", "100"])
         assert args.func(args) == 0
         outs.append(tmp_path / name)
     for path in outs[0].rglob("*"):

@@ -62,9 +62,7 @@ def test_bm25(beir_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "nDCG@10" in table and "bm25" in table
 
 
-def test_dense_model_directory(
-    beir_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dense_model_directory(beir_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--model DIR` goes through LBRModel.load; a fake stands in for the real model."""
     import lbr.modeling
 
@@ -120,9 +118,7 @@ def test_minilm_loads_offline_from_its_package() -> None:
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
-def test_base_builds_the_untrained_default_model(
-    beir_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_base_builds_the_untrained_default_model(beir_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lbr.modeling
 
     built = []

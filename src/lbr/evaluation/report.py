@@ -51,12 +51,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header))]
     lines.append("  ".join("-" * width for width in widths))
     for row in rows:
-        lines.append(
-            "  ".join(
-                cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])
-                for i, cell in enumerate(row)
-            )
-        )
+        lines.append("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
     return "\n".join(lines)
 
 

@@ -56,16 +56,12 @@ def dense_search(
     else:
         scores, indices = _exact_topk(q_emb, d_emb, top_k, batch_size)
     return {
-        query_id: {
-            doc_ids[j]: float(s) for j, s in zip(indices[i], scores[i], strict=True) if j >= 0
-        }
+        query_id: {doc_ids[j]: float(s) for j, s in zip(indices[i], scores[i], strict=True) if j >= 0}
         for i, query_id in enumerate(query_ids)
     }
 
 
-def _exact_topk(
-    q_emb: np.ndarray, d_emb: np.ndarray, top_k: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _exact_topk(q_emb: np.ndarray, d_emb: np.ndarray, top_k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     all_scores, all_indices = [], []
     for start in range(0, len(q_emb), batch_size):
         sims = q_emb[start : start + batch_size] @ d_emb.T  # (batch, num_docs)

