@@ -250,7 +250,7 @@ class Experiment:
         return self.output / "data" / domain
 
     def run_dir(self, domain: str, setting: str, name: str, seed: int) -> Path:
-        setting = "any" if name in SETTING_FREE else setting
+        setting = record_setting(name, setting)
         return self.output / "runs" / domain / setting / f"{name}-seed{seed}"
 
     def result_path(self, domain: str, setting: str, method: str, seed: int) -> Path:
@@ -703,7 +703,7 @@ class Experiment:
         record = {
             "domain": domain,
             "split": self.eval_split,
-            "setting": "any" if method in SETTING_FREE else setting,
+            "setting": record_setting(method, setting),
             "method": method,
             "seed": seed,
             "num_queries": len(qrels),
@@ -776,6 +776,12 @@ def has_long_pairs(stage2: Stage2Config, tokenizer: Any) -> bool:
     missing = len(pairs) * stage2.num_negatives - len(negatives)
     total = queries + positives + tokens(negatives, stage2.max_document_length) + missing * positives / len(pairs)
     return total / len(pairs) > LONG_PAIR_TOKENS
+
+
+def record_setting(method: str, setting: str) -> str:
+    """The setting a method's runs and results are filed under in a cell of `setting`: "any" for
+    the methods that read no stage-1 corpus (SETTING_FREE), which run once for every setting."""
+    return "any" if method in SETTING_FREE else setting
 
 
 def _finished(run_dir: Path) -> bool:
@@ -952,7 +958,7 @@ def paired_table(
             for method in LBR_ROWS:
                 ours = scores.get((domain, setting, method), {})
                 for baseline in TRAINED_BASELINES:
-                    theirs = scores.get((domain, "any" if baseline in SETTING_FREE else setting, baseline), {})
+                    theirs = scores.get((domain, record_setting(baseline, setting), baseline), {})
                     seeds = sorted(set(ours) & set(theirs))
                     queries = set.intersection(*(set(ours[s]) & set(theirs[s]) for s in seeds)) if seeds else set()
                     if not queries:
@@ -990,7 +996,7 @@ def claim_table(
                 continue
             cells, behind, within, one_seed, missing = [], [], [], [], []
             for baseline in TRAINED_BASELINES:
-                theirs = summary.get((domain, "any" if baseline in SETTING_FREE else setting, baseline))
+                theirs = summary.get((domain, record_setting(baseline, setting), baseline))
                 label = METHOD_LABELS[baseline]
                 if theirs is None:
                     cells.append("–")
@@ -1025,7 +1031,7 @@ def claim_table(
     for setting in settings:
         means = {}
         for method in METHODS:
-            cells = [summary.get((d, "any" if method in SETTING_FREE else setting, method)) for d in domains]
+            cells = [summary.get((d, record_setting(method, setting), method)) for d in domains]
             if all(cells):
                 means[method] = sum(cell[0] for cell in cells) / len(cells)
         if "lbr" in means:
