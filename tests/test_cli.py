@@ -262,3 +262,6 @@ def test_read_texts_reads_titles_as_documents_are_trained(tmp_path):
     # A null id is no id: the line number, as for a null title.
     path.write_text(json.dumps({"_id": None, "title": None, "text": "x"}) + "\n")
     assert read_texts(path) == [("1", "x")]
+    path.write_text(json.dumps({"_id": "a", "text": "x"}) + "\n" + json.dumps({"_id": " ", "text": "y"}) + "\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:2: field '_id': empty id"):
+        read_texts(path)
