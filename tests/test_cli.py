@@ -127,6 +127,14 @@ def test_config_file_with_flags_on_top(tiny_model_dir, corpus_file, tmp_path):
     assert saved["stages"][0]["ib_weight"] == 0.7  # the flag wins
 
 
+def test_grouped_config_file_is_flattened_with_dashes_read_as_underscores(tmp_path):
+    from lbr.config import load_config_file
+
+    config = tmp_path / "grouped.yaml"
+    config.write_text("model_config:\n  lora-r: 4\nstage1:\n  ib_weight: 0.3\nbatch-size: 8\n")
+    assert load_config_file(config) == {"lora_r": 4, "ib_weight": 0.3, "batch_size": 8}
+
+
 def test_unknown_config_key_is_an_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("corpus: x.jsonl\nlamda: 0.3\n")

@@ -64,7 +64,11 @@ def build_configs(args: argparse.Namespace, classes: list[type]) -> tuple[list[A
 
 
 def _common_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML/JSON file with any of the options below (flags win)")
+    parser.add_argument(
+        "--config",
+        help="YAML/JSON file with any model, stage or training option below, but not --resume, --overwrite, "
+        "--force-resume or --no-progress (flags win)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output directory")
     parser.add_argument(

@@ -55,13 +55,21 @@ class ModelConfig:
         "weights, adapter disabled; needs tuning=lora)",
         default="shared",
     )
-    rate_beta: float = _help("weight of the variational rate term KL(q(z|x) || N(0,I)); 0 turns it off", default=0.0)
+    rate_beta: float = _help(
+        "weight of the variational rate term KL(q(z|x) || N(0,I)) beside L_IB (stage 1) and L_gen "
+        "(stage 2, when mu > 0); the decoder's prefix is then sampled while training; 0 turns it off",
+        default=0.0,
+    )
     tuning: str = _help("'lora' (peft adapter) or 'full' (every weight)", default="lora")
     lora_r: int = _help("LoRA rank", default=16)
     lora_alpha: int = _help("LoRA alpha (scale = alpha / r)", default=32)
     lora_dropout: float = _help("LoRA dropout", default=0.0)
     lora_target_modules: str = _help("comma-separated module names to adapt, or 'all-linear'", default="all-linear")
-    max_length: int = _help("maximum text tokens per input (before the bottleneck tokens)", default=256)
+    max_length: int = _help(
+        "maximum text tokens when the saved model encodes (before the bottleneck tokens); training "
+        "uses --segment-length (stage 1) and --max-query-length / --max-document-length (stage 2)",
+        default=256,
+    )
     trust_remote_code: bool = _help(
         "allow a model directory to run its own Python code (off unless you trust it)",
         default=False,
@@ -100,7 +108,7 @@ class TrainConfig:
     lr_scheduler: str = _help("'cosine', 'linear' or 'constant'", default="cosine")
     max_grad_norm: float = _help("gradient clipping norm (0: off)", default=1.0)
     seed: int = _help("seed for initialisation, data order and sampling", default=42)
-    save_steps: int = _help("write a checkpoint every N steps (0: only at the end)", default=50)
+    save_steps: int = _help("write a checkpoint every N steps (0: none, so a stopped run cannot resume)", default=50)
     save_total_limit: int = _help("keep at most this many checkpoints", default=2)
     log_steps: int = _help("append losses to train_log.jsonl every N steps", default=1)
     gradient_checkpointing: bool = _help(
@@ -199,7 +207,7 @@ class Stage2Config:
     cache_mini_batch: int = _help(
         "cached (GradCache) contrastive loss: embed the batch in mini-batches of this many texts "
         "without autograd, then backpropagate each mini-batch alone, so memory no longer grows "
-        "with the batch; needs mu = 0 (0: off, the plain loss)",
+        "with the batch; needs mu = 0 and one process (0: off, the plain loss)",
         default=0,
     )
 
@@ -268,11 +276,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
-    # Allow grouped files (model: {...}, stage1: {...}) as well as flat ones.
+    # Allow grouped files (model_config: {...}, train: {...}, stage1: {...}, stage2: {...})
+    # as well as flat ones.
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("model_config", "train", "stage1", "stage2") and isinstance(value, dict):
-            flat.update(value)
+            flat.update({inner.replace("-", "_"): inner_value for inner, inner_value in value.items()})
         else:
             flat[key.replace("-", "_")] = value
     return flat

@@ -143,3 +143,24 @@ def test_stage2_loss_layout_and_gen_terms(model_config):
     expected = F.cross_entropy(scores.masked_fill(same, float("-inf")), torch.arange(3))
     torch.testing.assert_close(terms["cl"], expected, atol=1e-5, rtol=1e-5)
     assert same[0, 2] and same[2, 0]
+
+
+def test_stage2_rate_term_is_added_to_the_loss_beside_l_gen(model_config):
+    torch.manual_seed(0)
+    model = LBRModel.build(dataclasses.replace(model_config, rate_beta=0.2))
+    pairs = [Pair("heart defect", "abnormal heart of the blood", ()), Pair("acid", "benzoic acid", ())]
+    collate = PairCollator(
+        model, pairs, num_negatives=0, query_instruction="", max_query_length=16, max_document_length=16
+    )
+    batch = collate(pairs, torch.Generator().manual_seed(0))
+    batch.pop("num_tokens")
+    terms = Stage2Loss(model, Stage2Config(gen_weight=0.1, gen_target="both"))(batch)
+    with torch.no_grad():
+        _, z_q = model.encode_hidden(batch["query_ids"], batch["query_mask"])
+        _, z_d = model.encode_hidden(batch["doc_ids"], batch["doc_mask"])
+    # The rate is the mean of the two prefixes' KLs (the KL does not depend on the sample).
+    expected_rate = (model.prefix(z_q)[1] + model.prefix(z_d)[1]) / 2
+    torch.testing.assert_close(terms["rate"], expected_rate, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(terms["loss"], terms["cl"] + 0.1 * terms["gen"] + 0.2 * terms["rate"])
+    # Without L_gen there is no prefix, so no rate term either.
+    assert "rate" not in Stage2Loss(model, Stage2Config(gen_weight=0.0))(batch)

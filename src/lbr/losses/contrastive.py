@@ -75,17 +75,19 @@ class Stage2Loss(nn.Module):
         terms = {"cl": self.infonce.compute_loss_from_embeddings(q_emb, all_docs, labels, false_negatives)}
         loss = terms["cl"]
         if config.gen_weight > 0:
-            parts = []
+            parts, rates = [], []
             targets = (batch["positive_target_ids"], batch["positive_target_mask"])
-            if config.gen_target in ("query", "both"):
-                prefix, _ = model.prefix(z_q)
-                terms["gen_query"] = model.decoder_loss(prefix, *targets, token_budget=budget)
-                parts.append(terms["gen_query"])
-            if config.gen_target in ("document", "both"):
-                prefix, _ = model.prefix(z_d[:batch_size])
-                terms["gen_document"] = model.decoder_loss(prefix, *targets, token_budget=budget)
-                parts.append(terms["gen_document"])
+            for name, z in (("query", z_q), ("document", z_d[:batch_size])):
+                if config.gen_target in (name, "both"):
+                    prefix, rate = model.prefix(z)
+                    terms[f"gen_{name}"] = model.decoder_loss(prefix, *targets, token_budget=budget)
+                    parts.append(terms[f"gen_{name}"])
+                    if rate is not None:
+                        rates.append(rate)
             terms["gen"] = torch.stack(parts).mean()
             loss = loss + config.gen_weight * terms["gen"]
+            if rates:  # the same variational bottleneck as stage 1's L_IB, with its KL
+                terms["rate"] = torch.stack(rates).mean()
+                loss = loss + model.config.rate_beta * terms["rate"]
         terms["loss"] = loss
         return terms
