@@ -22,7 +22,7 @@ from lbr.data.builders import (
     render_datasheet,
     write_dataset,
 )
-from lbr.data.builders.common import SourceDoc, normalize
+from lbr.data.builders.common import SourceDoc, normalize, squash, words
 from lbr.errors import LBRError
 
 MAX_DOCS = 200
@@ -69,8 +69,12 @@ def test_domain_builds_a_valid_leak_free_dataset(domain: str, tmp_path: Path) ->
         joined = "\n".join(texts)
         assert not [q for q in test_queries if q in joined], name
         assert not test_docs & set(texts), f"a test document is in {name}"
-    closed = "\n".join(normalize(r["text"]) for r in load_text_corpus(out / "knowledge.closed.jsonl"))
+    closed_records = load_text_corpus(out / "knowledge.closed.jsonl")
+    closed = "\n".join(normalize(r["text"]) for r in closed_records)
     assert not [q for q in test_queries if q in closed]
+    # Nor word for word, whatever the punctuation ("tert-butyl x" for the query "tert butyl x").
+    closed_words = "\n".join(words(r["text"]) for r in closed_records)
+    assert not [q for q in test_queries if words(q) in closed_words]
     open_records = load_text_corpus(out / "knowledge.open.jsonl")
     assert len(open_records) >= len(load_text_corpus(out / "knowledge.closed.jsonl"))
     sheet = (out / "DATASHEET.md").read_text()
@@ -140,6 +144,39 @@ def test_leakage_check_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common.TextIndex, "contains", lambda self, needle: False)
     with pytest.raises(LBRError, match="leakage: .* pairs.train.jsonl"):
         build_dataset(_toy_source(), max_docs=40, seed=0)
+
+
+def test_closed_knowledge_drops_punctuation_variants_of_test_queries() -> None:
+    # Every record spells its document's query with hyphens and capitals ("TERM07-ALPHA07"),
+    # and lists a synonym that squashes to a query ("term07alpha07") unless it is excluded.
+    src = _toy_source()
+
+    def render(exclude: set[str]) -> list[dict[str, str]]:
+        records = []
+        for doc in src.docs:
+            variant = doc.queries[0].replace(" ", "-").upper()
+            joined = doc.queries[0].replace(" ", "")
+            synonyms = [] if squash(joined) in exclude else [joined]
+            records.append({"id": doc.doc_id, "text": f"{doc.title}. {variant}. Also: {'; '.join(synonyms)}."})
+        return records
+
+    built = build_dataset(DomainSource("toy", src.docs, render), max_docs=40, seed=0)
+    test_ids = {row[1] for row in built.qrels["test"]}
+    closed_ids = {r["id"] for r in built.knowledge["closed"]}
+    assert test_ids and not test_ids & closed_ids
+    assert len(closed_ids) == 40 - len(test_ids)  # only the records of test queries go
+    assert all("Also: ." not in r["text"] for r in built.knowledge["open"])
+
+
+def test_words_form_ignores_punctuation_but_not_word_boundaries() -> None:
+    assert words("Tert-butyl  isothiocyanate.") == " tert butyl isothiocyanate "
+    assert words("tert butyl isothiocyanate") in words("Also: tert-butyl isothiocyanate; x")
+    assert words("Initialize options.") not in words("def initialize_options(self):")
+    assert words("ethanol") not in words("methanol")
+    assert squash("Hexahydrofarnesyl acetone") == squash("hexahydrofarnesylacetone")
+    check_no_leakage(["tert butyl x"], ["tert-butylx"], "knowledge.closed.jsonl", key=words)
+    with pytest.raises(LBRError, match="1 test query found in knowledge.closed.jsonl"):
+        check_no_leakage(["tert butyl x"], ["(tert)-butyl X"], "knowledge.closed.jsonl", key=words)
 
 
 def test_leakage_check_ignores_case_and_spacing() -> None:

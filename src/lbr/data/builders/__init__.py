@@ -120,18 +120,20 @@ def render_datasheet(source: DomainSource, built: BuiltDataset, *, max_docs: int
         "## What each stage may see",
         "| stage | may read | never contains |",
         "|---|---|---|",
-        "| stage 1, open setting | knowledge.open.jsonl: the whole resource | nothing is "
-        "removed: test queries' strings may occur (as in the paper) |",
+        "| stage 1, open setting | knowledge.open.jsonl: the whole resource (`lbr benchmark` "
+        "reads the records of the corpus documents only) | nothing is removed: test queries' "
+        "strings occur, most of them in their own document's record (as in the paper) |",
         "| stage 1, closed setting | knowledge.closed.jsonl | any test query string (synonyms/"
-        "names/summary lines that are test queries are left out, then any record still "
-        "containing one is dropped; checked at build time) |",
+        "names/summary lines equal to a test query but for punctuation and spaces are left "
+        "out, then any record still containing one is dropped; checked at build time) |",
         "| stage 2 | pairs.train.jsonl (training), pairs.dev.jsonl (validation) | any test "
         "query string, in queries, positives or negatives (checked at build time); any test "
         "document |",
         "| evaluation | corpus.jsonl, queries.jsonl, qrels/test.tsv | - |",
         "",
-        "Checks compare lower-cased, whitespace-collapsed text by substring. A failed check "
-        "stops the build with an error.",
+        "Checks compare lower-cased, whitespace-collapsed text by substring; knowledge.closed.jsonl "
+        'is also checked word for word with punctuation ignored ("tert-butyl x" counts as the '
+        'query "tert butyl x"). A failed check stops the build with an error.',
         "",
     ]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lbr.data.builders.common import DomainSource, SourceDoc, has_letters, normalize
+from lbr.data.builders.common import DomainSource, SourceDoc, has_letters, normalize, squash
 from lbr.errors import LBRError
 
 FILE_NAME = "chemical identifiers pubchem large.tsv"
@@ -110,7 +110,7 @@ def load_source() -> DomainSource:
 
     # Filtered once: the renderer runs twice (open, closed) over the whole table.
     knowledge_names = [
-        [(name, normalize(name)) for name in dict.fromkeys(compound.names) if is_name(name)] for compound in compounds
+        [(name, squash(name)) for name in dict.fromkeys(compound.names) if is_name(name)] for compound in compounds
     ]
 
     def render_knowledge(exclude: set[str]) -> list[dict[str, str]]:

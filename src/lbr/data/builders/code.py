@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lbr.data.builders.common import DomainSource, SourceDoc, has_letters, normalize
+from lbr.data.builders.common import DomainSource, SourceDoc, has_letters, squash
 
 # Tests, demos and vendored/installed packages are not the library's own API.
 SKIPPED_DIRS = {
@@ -158,7 +158,7 @@ def load_source() -> DomainSource:
         records = []
         for function in functions:
             source = function.source
-            if function.summary and normalize(function.summary) in exclude:
+            if function.summary and squash(function.summary) in exclude:
                 # Closed setting: the docstring's summary line is a test query; cut it out.
                 source = "\n".join(line for line in source.splitlines() if function.summary not in line)
             text = f"# {function.qualname}\n{truncate_code(source, 10**6, MAX_KNOWLEDGE_CHARS)}"

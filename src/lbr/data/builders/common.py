@@ -58,10 +58,9 @@ class DomainSource:
 
     domain: str
     docs: list[SourceDoc]
-    # Renders the stage-1 knowledge corpus; strings in ``exclude`` (normalised with
-    # :func:`normalize`) must be left out where the builder knows where they are. ``open`` calls
-    # it with an empty set; ``closed`` with the test queries, then drops any record that
-    # still contains one.
+    # Renders the stage-1 knowledge corpus; strings whose :func:`squash` is in ``exclude`` must
+    # be left out where the builder knows where they are. ``open`` calls it with an empty set;
+    # ``closed`` with the test queries, then drops any record that still contains one.
     render_knowledge: Callable[[set[str]], list[dict[str, str]]]
     datasheet: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +80,23 @@ class BuiltDataset:
 def normalize(text: str) -> str:
     """Lower-case and collapse whitespace: the form in which leakage is checked."""
     return " ".join(text.lower().split())
+
+
+def squash(text: str) -> str:
+    """Lower-case letters and digits only: the form in which a whole name is compared with the
+    test queries when the ``closed`` knowledge corpus leaves names out, so that the synonym
+    "hexahydrofarnesyl acetone" is left out for the test query "hexahydrofarnesylacetone"."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def words(text: str) -> str:
+    """Lower-cased words (letters, digits, underscores) between single spaces, with a space at
+    each end: a substring search in this form finds a test query in a ``closed`` knowledge
+    record word for word, whatever the punctuation between the words ("tert-butyl
+    isothiocyanate" for "tert butyl isothiocyanate", "(podocyte) hyperplasia" for "Podocyte
+    hyperplasia"), but not inside a longer word or identifier ("initialize_options" is not
+    "Initialize options.")."""
+    return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
 
 
 def clean(text: str) -> str:
@@ -118,14 +134,16 @@ def unique_queries(docs: Iterable[SourceDoc]) -> list[SourceDoc]:
 
 
 class TextIndex:
-    """Substring search of many needles in many texts, on normalised text.
+    """Substring search of many needles in many texts, on normalised text (``key``:
+    :func:`normalize`, or :func:`words`).
 
     One ``str.find`` loop over a joined string is fast enough for thousands of queries over
     tens of megabytes, and needs no extra dependency.
     """
 
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.normalized = [normalize(text) for text in texts]
+    def __init__(self, texts: Sequence[str], key: Callable[[str], str] = normalize) -> None:
+        self.key = key
+        self.normalized = [key(text) for text in texts]
         self.joined = "\x00".join(self.normalized)
         self.starts: list[int] = []
         offset = 0
@@ -134,13 +152,13 @@ class TextIndex:
             offset += len(text) + 1
 
     def contains(self, needle: str) -> bool:
-        return normalize(needle) in self.joined
+        return self.key(needle) in self.joined
 
     def hits(self, needle: str) -> set[int]:
         """Indices of the texts that contain ``needle``."""
         import bisect
 
-        key = normalize(needle)
+        key = self.key(needle)
         found: set[int] = set()
         if not key:
             return found
@@ -151,19 +169,24 @@ class TextIndex:
         return found
 
 
-def check_no_leakage(test_queries: Iterable[str], texts: Sequence[str], where: str) -> None:
-    """Raise :class:`LBRError` if any test query string occurs in ``texts``.
+def check_no_leakage(
+    test_queries: Iterable[str], texts: Sequence[str], where: str, key: Callable[[str], str] = normalize
+) -> None:
+    """Raise :class:`LBRError` if any test query string occurs in ``texts`` (both compared in
+    the form ``key`` gives them).
 
     Args:
         test_queries: the held-out query strings.
         texts: everything a training stage may read (pair queries, positives, negatives, or
             knowledge records).
         where: names the offending file in the message.
+        key: :func:`normalize` (case and spacing ignored, by substring) or :func:`words`
+            (case and punctuation ignored, word for word).
     """
     # Deliberately independent of TextIndex, which the construction step uses: a bug there
     # must not hide itself here.
-    joined = "\x00".join(normalize(text) for text in texts)
-    leaks = sorted({query for query in test_queries if normalize(query) in joined})
+    joined = "\x00".join(key(text) for text in texts)
+    leaks = sorted({query for query in test_queries if key(query) in joined})
     if leaks:
         shown = "; ".join(repr(q) for q in leaks[:5])
         raise LBRError(
@@ -262,14 +285,21 @@ def build_dataset(source: DomainSource, max_docs: int, seed: int) -> BuiltDatase
     check_no_leakage(test_strings, pair_texts(dev_pairs), "pairs.dev.jsonl")
 
     knowledge_open = source.render_knowledge(set())
-    excluded = {normalize(q) for q in test_strings}
+    # Punctuation and spacing variants of a test query (common among chemical names) count as
+    # the query: names are left out when they equal one but for punctuation and spaces; a record
+    # is dropped if one still occurs in it by substring, or word for word whatever the
+    # punctuation between the words.
+    excluded = {squash(q) for q in test_strings}
     closed_candidates = source.render_knowledge(excluded)
-    index = TextIndex([record["text"] for record in closed_candidates])
+    closed_texts = [record["text"] for record in closed_candidates]
     dropped: set[int] = set()
-    for query in test_strings:
-        dropped |= index.hits(query)
+    for key in (normalize, words):
+        index = TextIndex(closed_texts, key=key)
+        for query in test_strings:
+            dropped |= index.hits(query)
     knowledge_closed = [r for i, r in enumerate(closed_candidates) if i not in dropped]
-    check_no_leakage(test_strings, [r["text"] for r in knowledge_closed], "knowledge.closed.jsonl")
+    for key in (normalize, words):
+        check_no_leakage(test_strings, [r["text"] for r in knowledge_closed], "knowledge.closed.jsonl", key=key)
 
     corpus = [{"_id": doc.doc_id, "title": doc.title, "text": doc.text} for doc in sorted(docs, key=lambda d: d.doc_id)]
     all_queries = sorted(train_queries + dev_queries + test_queries)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from lbr.data.builders.common import DomainSource, SourceDoc, clean, normalize, truncate_words
+from lbr.data.builders.common import DomainSource, SourceDoc, clean, squash, truncate_words
 from lbr.errors import LBRError
 
 MAX_DEFINITION_WORDS = 70
@@ -127,7 +127,7 @@ def load_source() -> DomainSource:
             parts = [f"{term.name} ({term.term_id})."]
             if term.definition:
                 parts.append(f"Definition: {term.definition}")
-            synonyms = sorted({text for text, _, _ in term.synonyms if normalize(text) not in exclude} - {term.name})
+            synonyms = sorted({text for text, _, _ in term.synonyms if squash(text) not in exclude} - {term.name})
             if synonyms:
                 parts.append("Synonyms: " + "; ".join(synonyms) + ".")
             parent_names = sorted(terms[p].name for p in term.parents if p in terms)
