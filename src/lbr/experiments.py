@@ -158,6 +158,22 @@ BUDGETS = {
 }
 
 
+@dataclass(frozen=True)
+class PlannedTask:
+    """One task of a benchmark's plan (:meth:`Experiment.plan`)."""
+
+    kind: str  # build, stage1, stage2 or evaluate
+    args: dict[str, Any]
+    done: bool
+    resumes: bool  # a training run stopped part-way, which continues from its last checkpoint
+    seconds: float  # still needed (0 when done); a resumed run's whole length, so an upper bound
+    basis: str  # "measured": the same run finished in this directory; "prior": a rescaled prior
+
+    @property
+    def label(self) -> str:
+        return " ".join(str(v) for v in self.args.values())
+
+
 @dataclass
 class Experiment:
     """A grid of cells and the settings they share."""
@@ -215,11 +231,12 @@ class Experiment:
             "data_seed": self.data_seed,
         }
 
-    def check_output(self) -> None:
+    def check_output(self, *, record: bool = True) -> None:
         """Record the run settings in the output directory, or refuse one made with others.
 
         Finished cells are reused by name, so resuming into a directory trained with another
-        lambda, target or budget would silently mix two experiments in one table.
+        lambda, target or budget would silently mix two experiments in one table. With
+        ``record=False`` a directory without settings is left as it is (nothing is written).
         """
         path = self.output / "experiment.json"
         settings = self.run_settings()
@@ -239,6 +256,8 @@ class Experiment:
                     f"{self.output} holds an experiment with other settings; use another --output "
                     "(or the same settings to resume):\n  " + "\n  ".join(differences)
                 )
+            return
+        if not record:
             return
         self.output.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -319,11 +338,28 @@ class Experiment:
         return tasks
 
     # ------------------------------------------------------------------ running
-    def run(self) -> list[dict[str, Any]]:
-        """Run every task not already done; return all result records."""
-        self.check_output()
+    def plan(self) -> list[PlannedTask]:
+        """Every task in the order :meth:`run` takes them, whether each is done, and the
+        seconds each still needs by the same estimate as run's time-left message. Reads the
+        output directory and writes nothing."""
+        self.check_output(record=False)
         tasks = self.tasks()
-        done = [self.done(kind, args) for kind, args, _ in tasks]
+        measured, ratios = self._timing(tasks)
+        planned = []
+        for (kind, args, prior), seconds in zip(tasks, measured, strict=True):
+            done = self.done(kind, args)
+            basis = "measured" if seconds is not None else "prior"
+            if seconds is None:
+                seconds = prior * _speed(ratios, kind, args["domain"])
+            planned.append(PlannedTask(kind, args, done, self.resumes(kind, args), 0.0 if done else seconds, basis))
+        return planned
+
+    def _timing(
+        self, tasks: list[tuple[str, dict[str, Any], float]]
+    ) -> tuple[list[float | None], dict[tuple[str, str], list[float]]]:
+        """What the time-left estimate goes by: each task's measured seconds (None if the same
+        run has not finished in this directory) and the measured / prior ratios by (kind,
+        domain)."""
         # Seconds this machine took for each task's run in this directory (this cell or another).
         measured = [self.measured_seconds(kind, args) for kind, args, _ in tasks]
         # Measured / prior seconds by (kind, domain): the priors of stage 1, stage 2 and evaluation
@@ -338,6 +374,14 @@ class Experiment:
         ratios: dict[tuple[str, str], list[float]] = {}
         for (kind, domain, _), ratio in seeded.items():
             ratios.setdefault((kind, domain), []).append(ratio)
+        return measured, ratios
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every task not already done; return all result records."""
+        self.check_output()
+        tasks = self.tasks()
+        done = [self.done(kind, args) for kind, args, _ in tasks]
+        measured, ratios = self._timing(tasks)
 
         def estimate(i: int) -> float:
             kind, args, prior = tasks[i]

@@ -957,3 +957,50 @@ def test_time_left_on_a_domain_with_nothing_measured_borrows_the_others(tmp_path
     ]
     left = _timed_run(experiment, monkeypatch, capsys, plan, {})
     assert left[0] == "10m00s left)"  # chemistry's run measured (300 s); code's at chemistry's 3x
+
+
+def test_plan_lists_each_task_with_the_time_left_estimate_and_writes_nothing(tmp_path, monkeypatch):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
+    # LLM+CL seed 0 ran here before: its archived log says 200 s, and its evaluation took 50 s.
+    logs = tmp_path / "train-logs"
+    logs.mkdir()
+    rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]  # 4 x 100 / 2
+    (logs / "medical-any-llm_cl-seed0.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    result = experiment.result_path("medical", "open", "llm_cl", 0)
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"seconds": 50.0}))
+    experiment.run_dir("medical", "open", "lbr", 1).mkdir(parents=True)  # stopped part-way
+    cell = {"domain": "medical", "setting": "open"}
+    tasks = [
+        ("stage2", {**cell, "method": "llm_cl", "seed": 0}, 100.0),
+        ("evaluate", {**cell, "method": "llm_cl", "seed": 0}, 100.0),
+        ("stage2", {**cell, "method": "llm_cl", "seed": 1}, 100.0),
+        ("stage2", {**cell, "method": "lbr", "seed": 1}, 300.0),
+        ("evaluate", {**cell, "method": "llm_cl", "seed": 1}, 100.0),
+    ]
+    monkeypatch.setattr(experiment, "tasks", lambda: tasks)
+    planned = experiment.plan()
+    assert [task.done for task in planned] == [True, True, False, False, False]
+    # Seed 1 takes seed 0's measured 200 s and 50 s; LBR, never run, its prior x LLM+CL's 2x.
+    assert [task.seconds for task in planned] == [0.0, 0.0, 200.0, 600.0, 50.0]
+    assert [task.basis for task in planned[2:]] == ["measured", "prior", "measured"]
+    assert [task.resumes for task in planned] == [False, False, False, True, False]
+    assert planned[3].label == "medical open lbr 1"
+    assert not (tmp_path / "experiment.json").exists()
+
+
+def test_plan_command_prints_the_pending_tasks_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--domains", "medical", "--methods", "llm_cl", "--seeds", "0", "--output", str(out)]
+    assert main([*argv, "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "lbr benchmark --plan for" in printed and ", 0 done, " in printed
+    assert "| stage2 medical open llm_cl 0 | to run |" in printed
+    assert "| build medical |" in printed
+    assert not out.exists()
+    assert main([*argv, "--plan", "--report-only"]) == 2
+    assert "--plan and --report-only do not go together" in capsys.readouterr().err
+    # A directory made with other settings is refused, as a run would refuse it.
+    Experiment(output=out, domains=("medical",), methods=("llm_cl",), seeds=(0,), ib_weight=0.5).check_output()
+    assert main([*argv, "--plan"]) == 2
+    assert "holds an experiment with other settings" in capsys.readouterr().err

@@ -157,7 +157,38 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="write the report of the cells finished so far in --output, and train nothing",
     )
+    bench.add_argument(
+        "--plan",
+        action="store_true",
+        help="list the tasks still to run in --output with the time each should take on this machine "
+        "(from the runs already finished there), and train nothing; writes nothing",
+    )
     bench.set_defaults(func=run_benchmark)
+
+
+def print_plan(experiment: Experiment, title: str) -> int:
+    """The tasks a run would still do, with the time-left estimate of each."""
+    from lbr.experiments import _minutes
+
+    planned = experiment.plan()
+    pending = [(number, task) for number, task in enumerate(planned, 1) if not task.done]
+    total = sum(task.seconds for _, task in pending)
+    print(
+        f"{title} --plan for {experiment.output}: {len(planned)} tasks, {len(planned) - len(pending)} done, "
+        f"{len(pending)} to run, about {_minutes(total)} on this machine"
+    )
+    if pending:
+        print("\n| # | task | state | about | estimate from |\n|---|---|---|---|---|")
+        for number, task in pending:
+            state = "resumes from its last checkpoint" if task.resumes else "to run"
+            basis = "this run, finished here" if task.basis == "measured" else "prior x measured speed"
+            print(f"| {number} | {task.kind} {task.label} | {state} | {_minutes(task.seconds)} | {basis} |")
+        print(
+            "\nA run that resumes is counted whole. 'prior x measured speed': the prior for its kind of "
+            "task, scaled by how much slower or faster this machine ran that kind on the domain "
+            "(or on other domains) in this directory."
+        )
+    return 0
 
 
 def _run(experiment: Experiment, title: str, *, report_only: bool = False) -> int:
@@ -237,4 +268,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
         show_progress=not args.no_progress,
     )
+    if args.plan:
+        if args.report_only:
+            raise ConfigError("--plan and --report-only do not go together: pick one")
+        return print_plan(experiment, "lbr benchmark")
     return _run(experiment, "lbr benchmark", report_only=args.report_only)
