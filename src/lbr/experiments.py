@@ -166,7 +166,8 @@ class PlannedTask:
     args: dict[str, Any]
     done: bool
     resumes: bool  # a training run stopped part-way, which continues from its last checkpoint
-    seconds: float  # still needed (0 when done); a resumed run's whole length, so an upper bound
+    resume_point: tuple[int, int] | None  # (step, total steps) of that checkpoint, if there is one
+    seconds: float  # still needed (0 when done): a resumed run's steps after its checkpoint
     basis: str  # "measured": the same run finished in this directory; "prior": a rescaled prior
 
     @property
@@ -351,7 +352,11 @@ class Experiment:
             basis = "measured" if seconds is not None else "prior"
             if seconds is None:
                 seconds = prior * _speed(ratios, kind, args["domain"])
-            planned.append(PlannedTask(kind, args, done, self.resumes(kind, args), 0.0 if done else seconds, basis))
+            point = None if done else self.resume_point(kind, args)
+            if point is not None:
+                seconds *= 1 - point[0] / point[1]
+            resumes = not done and self.resumes(kind, args)
+            planned.append(PlannedTask(kind, args, done, resumes, point, 0.0 if done else seconds, basis))
         return planned
 
     def _timing(
@@ -383,9 +388,14 @@ class Experiment:
         done = [self.done(kind, args) for kind, args, _ in tasks]
         measured, ratios = self._timing(tasks)
 
+        # A run stopped part-way has only the steps after its last checkpoint left.
+        points = [None if done[i] else self.resume_point(kind, args) for i, (kind, args, _) in enumerate(tasks)]
+        left_part = [1.0 if point is None else 1 - point[0] / point[1] for point in points]
+
         def estimate(i: int) -> float:
             kind, args, prior = tasks[i]
-            return measured[i] if measured[i] is not None else prior * _speed(ratios, kind, args["domain"])
+            whole = measured[i] if measured[i] is not None else prior * _speed(ratios, kind, args["domain"])
+            return whole * left_part[i]
 
         started = time.perf_counter()
         for index, (kind, args, prior) in enumerate(tasks):
@@ -491,6 +501,23 @@ class Experiment:
         if kind == "stage2" and method:
             return self.run_dir(domain, setting, method, seed)
         raise ValueError(f"no run directory for kind={kind!r}, name={name!r}, method={method!r}")
+
+    def resume_point(self, kind: str, args: dict[str, Any]) -> tuple[int, int] | None:
+        """(step, total steps) of the last complete checkpoint of a training run stopped part-way,
+        or None (not stopped part-way, no checkpoint yet, or an unreadable one)."""
+        if not self.resumes(kind, args):
+            return None
+        from lbr.training.checkpoint import STATE_NAME, complete_checkpoints
+
+        checkpoints = complete_checkpoints(self.task_dir(kind, **args))
+        if not checkpoints:
+            return None
+        try:
+            state = json.loads((checkpoints[-1] / STATE_NAME).read_text(encoding="utf-8"))
+            step, total = int(state["step"]), int(state["total_steps"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return None  # it only shortens an estimate; the run itself reports a broken checkpoint
+        return (step, total) if 0 <= step <= total and total > 0 else None
 
     def resumes(self, kind: str, args: dict[str, Any]) -> bool:
         """Whether a training task will continue a run stopped part-way (its directory exists but

@@ -969,7 +969,7 @@ def test_plan_lists_each_task_with_the_time_left_estimate_and_writes_nothing(tmp
     result = experiment.result_path("medical", "open", "llm_cl", 0)
     result.parent.mkdir(parents=True)
     result.write_text(json.dumps({"seconds": 50.0}))
-    experiment.run_dir("medical", "open", "lbr", 1).mkdir(parents=True)  # stopped part-way
+    _checkpoint_at(experiment.run_dir("medical", "open", "lbr", 1), step=10, total=40)  # stopped part-way
     cell = {"domain": "medical", "setting": "open"}
     tasks = [
         ("stage2", {**cell, "method": "llm_cl", "seed": 0}, 100.0),
@@ -981,10 +981,12 @@ def test_plan_lists_each_task_with_the_time_left_estimate_and_writes_nothing(tmp
     monkeypatch.setattr(experiment, "tasks", lambda: tasks)
     planned = experiment.plan()
     assert [task.done for task in planned] == [True, True, False, False, False]
-    # Seed 1 takes seed 0's measured 200 s and 50 s; LBR, never run, its prior x LLM+CL's 2x.
-    assert [task.seconds for task in planned] == [0.0, 0.0, 200.0, 600.0, 50.0]
+    # Seed 1 takes seed 0's measured 200 s and 50 s; LBR, never run, its prior x LLM+CL's 2x,
+    # for the 30 of its 40 steps after its checkpoint.
+    assert [task.seconds for task in planned] == [0.0, 0.0, 200.0, 450.0, 50.0]
     assert [task.basis for task in planned[2:]] == ["measured", "prior", "measured"]
     assert [task.resumes for task in planned] == [False, False, False, True, False]
+    assert planned[3].resume_point == (10, 40)
     assert planned[3].label == "medical open lbr 1"
     assert not (tmp_path / "experiment.json").exists()
 
@@ -1004,3 +1006,25 @@ def test_plan_command_prints_the_pending_tasks_and_creates_nothing(tmp_path, cap
     Experiment(output=out, domains=("medical",), methods=("llm_cl",), seeds=(0,), ib_weight=0.5).check_output()
     assert main([*argv, "--plan"]) == 2
     assert "holds an experiment with other settings" in capsys.readouterr().err
+
+
+def _checkpoint_at(run_dir, step: int, total: int) -> None:
+    """A run stopped part-way, with a complete checkpoint at `step` of `total`."""
+    checkpoint = run_dir / "checkpoints" / f"step-{step:06d}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps({"step": step, "total_steps": total}))
+
+
+def test_time_left_counts_a_resumed_run_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
+    _checkpoint_at(experiment.run_dir("medical", "open", "llm_cl", 1), step=30, total=40)
+    plan = [("stage2", {**cell, "seed": seed}, 100.0) for seed in (1, 2)]
+    left = _timed_run(experiment, monkeypatch, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
+    assert left[0] == "2m05s left)"  # a quarter of seed 1's 100 s, then seed 2's 100 s
+    # A checkpoint that cannot be read only stops the shortening.
+    (tmp_path / "runs").rename(tmp_path / "old-runs")
+    _checkpoint_at(experiment.run_dir("medical", "open", "llm_cl", 1), step=30, total=40)
+    next((tmp_path / "runs").rglob("state.json")).write_text("{not json")
+    left = _timed_run(experiment, monkeypatch, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
+    assert left[0] == "3m20s left)"

@@ -180,11 +180,14 @@ def print_plan(experiment: Experiment, title: str) -> int:
     if pending:
         print("\n| # | task | state | about | estimate from |\n|---|---|---|---|---|")
         for number, task in pending:
-            state = "resumes from its last checkpoint" if task.resumes else "to run"
+            state = "to run"
+            if task.resumes:
+                point = task.resume_point
+                state = f"resumes at step {point[0]} of {point[1]}" if point else "restarts (no checkpoint)"
             basis = "this run, finished here" if task.basis == "measured" else "prior x measured speed"
             print(f"| {number} | {task.kind} {task.label} | {state} | {_minutes(task.seconds)} | {basis} |")
         print(
-            "\nA run that resumes is counted whole. 'prior x measured speed': the prior for its kind of "
+            "\nA run that resumes is counted from its checkpoint. 'prior x measured speed': the prior for its kind of "
             "task, scaled by how much slower or faster this machine ran that kind on the domain "
             "(or on other domains) in this directory."
         )
