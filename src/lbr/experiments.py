@@ -451,7 +451,7 @@ class Experiment:
         whose result files were copied from an archive, is not trained again.
         """
         if kind == "build":
-            return (self.data_dir(args["domain"]) / "DATASHEET.md").exists()
+            return self._data_ready(args["domain"])
         if kind == "evaluate":
             return self.result_path(**args).exists()
         if _finished(self.task_dir(kind, **args)):
@@ -526,6 +526,22 @@ class Experiment:
             return False
         out = self.task_dir(kind, **args)
         return out.exists() and not _finished(out)
+
+    def _data_ready(self, domain: str) -> bool:
+        """Whether the domain's dataset is built, by this lbr's builder version. Data of another
+        version is refused: its finished cells would mix two datasets in one table."""
+        from lbr.data.builders import BUILDER_VERSION, built_version
+
+        version = built_version(self.data_dir(domain))
+        if version is None:
+            return False
+        if version != BUILDER_VERSION:
+            raise ConfigError(
+                f"{self.data_dir(domain)}: built by data builder version {version}, and this lbr builds version "
+                f"{BUILDER_VERSION} (docs/BENCHMARKS.md says what changed); its results would not compare with "
+                "new ones. Use another --output, or move that data directory away to build it again"
+            )
+        return True
 
     def _build(self, domain: str) -> bool:
         from lbr.data.builders import build

@@ -13,16 +13,18 @@ import pytest
 from lbr.commands import data as data_command
 from lbr.data.beir import load_beir, load_pairs, load_text_corpus
 from lbr.data.builders import (
+    BUILDER_VERSION,
     DOMAINS,
     DomainSource,
     build_dataset,
+    built_version,
     check_no_leakage,
     common,
     load_domain,
     render_datasheet,
     write_dataset,
 )
-from lbr.data.builders.common import SourceDoc, normalize, squash, words
+from lbr.data.builders.common import JoinedWordIndex, SourceDoc, normalize, squash
 from lbr.errors import LBRError
 
 MAX_DOCS = 200
@@ -72,13 +74,14 @@ def test_domain_builds_a_valid_leak_free_dataset(domain: str, tmp_path: Path) ->
     closed_records = load_text_corpus(out / "knowledge.closed.jsonl")
     closed = "\n".join(normalize(r["text"]) for r in closed_records)
     assert not [q for q in test_queries if q in closed]
-    # Nor word for word, whatever the punctuation ("tert-butyl x" for the query "tert butyl x").
-    closed_words = "\n".join(words(r["text"]) for r in closed_records)
-    assert not [q for q in test_queries if words(q) in closed_words]
+    # Nor with punctuation, spacing or joined words ignored ("tert-butylx" for "tert butyl x").
+    index = JoinedWordIndex([r["text"] for r in closed_records])
+    assert not [q for q in test_queries if index.hits(q)]
     open_records = load_text_corpus(out / "knowledge.open.jsonl")
     assert len(open_records) >= len(load_text_corpus(out / "knowledge.closed.jsonl"))
     sheet = (out / "DATASHEET.md").read_text()
     assert f"| qrels/test.tsv | {len(qrels_test)} queries" in sheet
+    assert built_version(out) == BUILDER_VERSION
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -146,37 +149,47 @@ def test_leakage_check_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
         build_dataset(_toy_source(), max_docs=40, seed=0)
 
 
-def test_closed_knowledge_drops_punctuation_variants_of_test_queries() -> None:
-    # Every record spells its document's query with hyphens and capitals ("TERM07-ALPHA07"),
-    # and lists a synonym that squashes to a query ("term07alpha07") unless it is excluded.
+def test_closed_knowledge_leaves_out_variant_names_and_drops_records_still_holding_one() -> None:
+    # Record i spells its own document's query with hyphens and capitals ("TERM07-ALPHA07"), and
+    # lists the next document's query run together ("term08alpha08") as a name, which the
+    # renderer must leave out when it squashes to a test query.
     src = _toy_source()
 
     def render(exclude: set[str]) -> list[dict[str, str]]:
         records = []
-        for doc in src.docs:
+        for i, doc in enumerate(src.docs):
             variant = doc.queries[0].replace(" ", "-").upper()
-            joined = doc.queries[0].replace(" ", "")
-            synonyms = [] if squash(joined) in exclude else [joined]
-            records.append({"id": doc.doc_id, "text": f"{doc.title}. {variant}. Also: {'; '.join(synonyms)}."})
+            following = src.docs[(i + 1) % len(src.docs)].queries[0].replace(" ", "")
+            names = [] if squash(following) in exclude else [following]
+            records.append({"id": doc.doc_id, "text": f"{doc.title}. {variant}. Also: {'; '.join(names)}."})
         return records
 
     built = build_dataset(DomainSource("toy", src.docs, render), max_docs=40, seed=0)
     test_ids = {row[1] for row in built.qrels["test"]}
-    closed_ids = {r["id"] for r in built.knowledge["closed"]}
-    assert test_ids and not test_ids & closed_ids
-    assert len(closed_ids) == 40 - len(test_ids)  # only the records of test queries go
-    assert all("Also: ." not in r["text"] for r in built.knowledge["open"])
+    closed = {r["id"]: r["text"] for r in built.knowledge["closed"]}
+    assert test_ids and not test_ids & set(closed)
+    # Every other record stays (had the name not been left out, it would have been dropped),
+    # without the names of test documents' queries.
+    assert len(closed) == 40 - len(test_ids)
+    for i, doc in enumerate(src.docs):
+        if doc.doc_id not in test_ids:
+            following_is_test = src.docs[(i + 1) % len(src.docs)].doc_id in test_ids
+            assert closed[doc.doc_id].endswith("Also: .") == following_is_test, doc.doc_id
 
 
-def test_words_form_ignores_punctuation_but_not_word_boundaries() -> None:
-    assert words("Tert-butyl  isothiocyanate.") == " tert butyl isothiocyanate "
-    assert words("tert butyl isothiocyanate") in words("Also: tert-butyl isothiocyanate; x")
-    assert words("Initialize options.") not in words("def initialize_options(self):")
-    assert words("ethanol") not in words("methanol")
+def test_joined_word_index_matches_from_word_edge_to_word_edge() -> None:
+    texts = ["Also: tert-butyl isothiocyanate; x", "1-piperonylpiperazine", "methanol tincture"]
+    index = JoinedWordIndex([*texts, "def initialize_options(self):"])
+    assert index.hits("tert butyl isothiocyanate") == {0}
+    assert index.hits("Piperonyl piperazine") == {1}
+    assert index.hits("ethanol") == set() and index.hits("tin") == set()
+    assert index.hits("Initialize options.") == set()
+    assert index.hits("isothiocyanate 1") == set()  # no match runs from one text into the next
+    assert index.hits("...") == set()
     assert squash("Hexahydrofarnesyl acetone") == squash("hexahydrofarnesylacetone")
-    check_no_leakage(["tert butyl x"], ["tert-butylx"], "knowledge.closed.jsonl", key=words)
+    check_no_leakage(["tert butyl x"], ["tert-butylxy"], "knowledge.closed.jsonl", joined_words=True)
     with pytest.raises(LBRError, match="1 test query found in knowledge.closed.jsonl"):
-        check_no_leakage(["tert butyl x"], ["(tert)-butyl X"], "knowledge.closed.jsonl", key=words)
+        check_no_leakage(["tert butyl x"], ["(tert)-butylX"], "knowledge.closed.jsonl", joined_words=True)
 
 
 def test_leakage_check_ignores_case_and_spacing() -> None:

@@ -113,8 +113,17 @@ def test_only_a_run_stopped_part_way_counts_as_resumed(tmp_path):
     experiment.result_path("medical", "open", "bm25", 0).parent.mkdir(parents=True)
     experiment.result_path("medical", "open", "bm25", 0).write_text("{}")
     (experiment.data_dir("medical")).mkdir(parents=True)
-    (experiment.data_dir("medical") / "DATASHEET.md").write_text("")
+    from lbr.data.builders import BUILDER_VERSION, VERSION_LINE
+
+    sheet = experiment.data_dir("medical") / "DATASHEET.md"
+    sheet.write_text("# Datasheet\n" + VERSION_LINE.format(BUILDER_VERSION) + "\n")
     assert experiment.done("evaluate", evaluate) and experiment.done("build", {"domain": "medical"})
+    # Data built by another version of the builders is refused, not reused or silently mixed.
+    sheet.write_text("# Datasheet, from before the version was written\n")
+    refusal = f"built by data builder version 1, and this lbr builds version {BUILDER_VERSION}"
+    with pytest.raises(ConfigError, match=refusal):
+        experiment.done("build", {"domain": "medical"})
+    sheet.write_text("# Datasheet\n" + VERSION_LINE.format(BUILDER_VERSION) + "\n")
     assert experiment.done("stage1", stage1) and not experiment.done("stage2", stage2)
     with pytest.raises(ValueError, match="evaluate"):
         experiment.task_dir("evaluate", **stage2)

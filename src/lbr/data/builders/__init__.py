@@ -51,6 +51,28 @@ def load_domain(domain: str) -> DomainSource:
     return loader()
 
 
+# Bumped whenever a builder change alters any built file, so that a benchmark never mixes data
+# of two versions. 2: the closed knowledge corpus counts spelling variants of test queries.
+BUILDER_VERSION = 2
+VERSION_LINE = "Builder version: {}."
+
+
+def built_version(data_dir: Path) -> int | None:
+    """The builder version a dataset directory was built with (1 for datasheets from before the
+    version was written), or None if there is no dataset."""
+    sheet = Path(data_dir) / "DATASHEET.md"
+    if not sheet.exists():
+        return None
+    prefix = VERSION_LINE.split("{")[0]
+    for line in sheet.read_text(encoding="utf-8").splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix) :].rstrip("."))
+            except ValueError:
+                break
+    return 1
+
+
 def build(
     domain: str,
     out: str | Path,
@@ -75,6 +97,7 @@ def render_datasheet(source: DomainSource, built: BuiltDataset, *, max_docs: int
         "",
         f"Built by `lbr data build {source.domain} --max-docs {max_docs} --seed {seed}`. "
         "The same command and seed give byte-identical files.",
+        VERSION_LINE.format(BUILDER_VERSION),
         "",
         "## Source",
         f"- Resource: {sheet.get('source', '?')}",
@@ -124,16 +147,18 @@ def render_datasheet(source: DomainSource, built: BuiltDataset, *, max_docs: int
         "reads the records of the corpus documents only) | nothing is removed: test queries' "
         "strings occur, most of them in their own document's record (as in the paper) |",
         "| stage 1, closed setting | knowledge.closed.jsonl | any test query string (synonyms/"
-        "names/summary lines equal to a test query but for punctuation and spaces are left "
-        "out, then any record still containing one is dropped; checked at build time) |",
+        "names/summary lines equal to a test query once case, punctuation and spaces are "
+        "ignored are left out, then any record still containing one is dropped; checked at "
+        "build time) |",
         "| stage 2 | pairs.train.jsonl (training), pairs.dev.jsonl (validation) | any test "
         "query string, in queries, positives or negatives (checked at build time); any test "
         "document |",
         "| evaluation | corpus.jsonl, queries.jsonl, qrels/test.tsv | - |",
         "",
         "Checks compare lower-cased, whitespace-collapsed text by substring; knowledge.closed.jsonl "
-        'is also checked word for word with punctuation ignored ("tert-butyl x" counts as the '
-        'query "tert butyl x"). A failed check stops the build with an error.',
+        "is also checked with punctuation and spaces ignored, from word edge to word edge "
+        '("tert-butylx" counts as the query "tert butyl x"; "methanol" does not hold "ethanol"). '
+        "A failed check stops the build with an error.",
         "",
     ]
     return "\n".join(lines)
