@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lbr.cli import main
+from lbr.errors import ConfigError
 from lbr.modeling import LBRModel
 
 SMALL = [
@@ -133,6 +134,9 @@ def test_grouped_config_file_is_flattened_with_dashes_read_as_underscores(tmp_pa
     config = tmp_path / "grouped.yaml"
     config.write_text("model_config:\n  lora-r: 4\nstage1:\n  ib_weight: 0.3\nbatch-size: 8\n")
     assert load_config_file(config) == {"lora_r": 4, "ib_weight": 0.3, "batch_size": 8}
+    config.write_text("stage1:\n  1: 0.3\n")
+    with pytest.raises(ConfigError, match="option names must be text, found 1"):
+        load_config_file(config)
 
 
 def test_unknown_config_key_is_an_error(tmp_path, capsys):

@@ -57,7 +57,8 @@ class ModelConfig:
     )
     rate_beta: float = _help(
         "weight of the variational rate term KL(q(z|x) || N(0,I)) beside L_IB (stage 1) and L_gen "
-        "(stage 2, when mu > 0); the decoder's prefix is then sampled while training; 0 turns it off",
+        "(stage 2, when mu > 0; it is not scaled by mu there); the decoder's prefix is then sampled "
+        "while training; 0 turns it off",
         default=0.0,
     )
     tuning: str = _help("'lora' (peft adapter) or 'full' (every weight)", default="lora")
@@ -280,6 +281,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     # as well as flat ones.
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        inner = [k for k in value if not isinstance(k, str)] if isinstance(value, dict) else []
+        if not isinstance(key, str) or inner:
+            raise ConfigError(f"{path}: option names must be text, found {(inner or [key])[0]!r}")
         if key in ("model_config", "train", "stage1", "stage2") and isinstance(value, dict):
             flat.update({inner.replace("-", "_"): inner_value for inner, inner_value in value.items()})
         else:

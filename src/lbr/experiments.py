@@ -172,7 +172,7 @@ class PlannedTask:
 
     @property
     def label(self) -> str:
-        return " ".join(str(v) for v in self.args.values())
+        return task_label(self.args)
 
 
 @dataclass
@@ -349,14 +349,11 @@ class Experiment:
         planned = []
         for (kind, args, prior), seconds in zip(tasks, measured, strict=True):
             done = self.done(kind, args)
-            basis = "measured" if seconds is not None else "prior"
-            if seconds is None:
-                seconds = prior * _speed(ratios, kind, args["domain"])
             point = None if done else self.resume_point(kind, args)
-            if point is not None:
-                seconds *= 1 - point[0] / point[1]
+            left = 0.0 if done else _seconds_left(prior, seconds, _speed(ratios, kind, args["domain"]), point)
             resumes = not done and self.resumes(kind, args)
-            planned.append(PlannedTask(kind, args, done, resumes, point, 0.0 if done else seconds, basis))
+            basis = "measured" if seconds is not None else "prior"
+            planned.append(PlannedTask(kind, args, done, resumes, point, left, basis))
         return planned
 
     def _timing(
@@ -388,22 +385,19 @@ class Experiment:
         done = [self.done(kind, args) for kind, args, _ in tasks]
         measured, ratios = self._timing(tasks)
 
-        # A run stopped part-way has only the steps after its last checkpoint left.
         points = [None if done[i] else self.resume_point(kind, args) for i, (kind, args, _) in enumerate(tasks)]
-        left_part = [1.0 if point is None else 1 - point[0] / point[1] for point in points]
 
         def estimate(i: int) -> float:
             kind, args, prior = tasks[i]
-            whole = measured[i] if measured[i] is not None else prior * _speed(ratios, kind, args["domain"])
-            return whole * left_part[i]
+            return _seconds_left(prior, measured[i], _speed(ratios, kind, args["domain"]), points[i])
 
         started = time.perf_counter()
         for index, (kind, args, prior) in enumerate(tasks):
-            label = " ".join(str(v) for v in args.values())
             left = sum(estimate(i) for i in range(index, len(tasks)) if not done[i])
-            elapsed = _minutes(time.perf_counter() - started)
+            elapsed = duration_text(time.perf_counter() - started)
             print(
-                f"[{index + 1}/{len(tasks)}] {kind} {label} (elapsed {elapsed}, about {_minutes(left)} left)",
+                f"[{index + 1}/{len(tasks)}] {kind} {task_label(args)} (elapsed {elapsed}, "
+                f"about {duration_text(left)} left)",
                 flush=True,
             )
             # Checked again: a task can be done by now (another task trained it as a dependency).
@@ -509,15 +503,16 @@ class Experiment:
             return None
         from lbr.training.checkpoint import STATE_NAME, complete_checkpoints
 
-        checkpoints = complete_checkpoints(self.task_dir(kind, **args))
-        if not checkpoints:
-            return None
-        try:
-            state = json.loads((checkpoints[-1] / STATE_NAME).read_text(encoding="utf-8"))
-            step, total = int(state["step"]), int(state["total_steps"])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            return None  # it only shortens an estimate; the run itself reports a broken checkpoint
-        return (step, total) if 0 <= step <= total and total > 0 else None
+        # Newest first, as the trainer falls back to an older checkpoint when the last is broken.
+        for checkpoint in reversed(complete_checkpoints(self.task_dir(kind, **args))):
+            try:
+                state = json.loads((checkpoint / STATE_NAME).read_text(encoding="utf-8"))
+                step, total = int(state["step"]), int(state["total_steps"])
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                continue  # it only shortens an estimate; the run itself reports a broken checkpoint
+            if 0 <= step <= total and total > 0:
+                return step, total
+        return None
 
     def resumes(self, kind: str, args: dict[str, Any]) -> bool:
         """Whether a training task will continue a run stopped part-way (its directory exists but
@@ -954,7 +949,19 @@ def _stage1_tokens(log: Path) -> int:
     return sum(int(row.get("tokens", 0)) + int(row.get("target_tokens", row.get("tokens", 0))) for row in rows)
 
 
-def _minutes(seconds: float) -> str:
+def task_label(args: dict[str, Any]) -> str:
+    """A task's arguments as the progress lines and --plan show them: "medical open lbr 0"."""
+    return " ".join(str(value) for value in args.values())
+
+
+def _seconds_left(prior: float, measured: float | None, speed: float, point: tuple[int, int] | None) -> float:
+    """A pending task's seconds: the same run's measured time, else its prior x the measured
+    speed of its kind; for a run stopped part-way, only the part after its checkpoint."""
+    whole = measured if measured is not None else prior * speed
+    return whole if point is None else whole * (1 - point[0] / point[1])
+
+
+def duration_text(seconds: float) -> str:
     """12m05s under an hour, 7h04m from there (a grid's time left runs to tens of hours)."""
     if seconds >= 3600:
         return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"

@@ -161,21 +161,22 @@ def register(subparsers: Any) -> None:
         "--plan",
         action="store_true",
         help="list the tasks still to run in --output with the time each should take on this machine "
-        "(from the runs already finished there), and train nothing; writes nothing",
+        "(the same run's time where it finished there, else a prior scaled by the speed measured there), "
+        "and train nothing; writes nothing",
     )
     bench.set_defaults(func=run_benchmark)
 
 
 def print_plan(experiment: Experiment, title: str) -> int:
     """The tasks a run would still do, with the time-left estimate of each."""
-    from lbr.experiments import _minutes
+    from lbr.experiments import duration_text
 
     planned = experiment.plan()
     pending = [(number, task) for number, task in enumerate(planned, 1) if not task.done]
     total = sum(task.seconds for _, task in pending)
     print(
         f"{title} --plan for {experiment.output}: {len(planned)} tasks, {len(planned) - len(pending)} done, "
-        f"{len(pending)} to run, about {_minutes(total)} on this machine"
+        f"{len(pending)} to run, about {duration_text(total)} on this machine"
     )
     if pending:
         print("\n| # | task | state | about | estimate from |\n|---|---|---|---|---|")
@@ -183,13 +184,14 @@ def print_plan(experiment: Experiment, title: str) -> int:
             state = "to run"
             if task.resumes:
                 point = task.resume_point
-                state = f"resumes at step {point[0]} of {point[1]}" if point else "restarts (no checkpoint)"
-            basis = "this run, finished here" if task.basis == "measured" else "prior x measured speed"
-            print(f"| {number} | {task.kind} {task.label} | {state} | {_minutes(task.seconds)} | {basis} |")
+                state = f"resumes at step {point[0]} of {point[1]}" if point else "restarts (no readable checkpoint)"
+            basis = "the same run, finished here" if task.basis == "measured" else "prior x measured speed"
+            print(f"| {number} | {task.kind} {task.label} | {state} | {duration_text(task.seconds)} | {basis} |")
         print(
-            "\nA run that resumes is counted from its checkpoint. 'prior x measured speed': the prior for its kind of "
-            "task, scaled by how much slower or faster this machine ran that kind on the domain "
-            "(or on other domains) in this directory."
+            "\n'the same run, finished here': the time of the same run or evaluation (another seed or "
+            "setting of it) already finished in this directory. 'prior x measured speed': the prior for "
+            "its kind of task, scaled by how much slower or faster this machine ran that kind on the "
+            "domain (or on other domains) here. A run that resumes is counted from its checkpoint."
         )
     return 0
 
