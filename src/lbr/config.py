@@ -281,7 +281,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     # as well as flat ones.
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        inner = [k for k in value if not isinstance(k, str)] if isinstance(value, dict) else []
+        grouped = key in ("model_config", "train", "stage1", "stage2") and isinstance(value, dict)
+        inner = [k for k in value if not isinstance(k, str)] if grouped else []
         if not isinstance(key, str) or inner:
             raise ConfigError(f"{path}: option names must be text, found {(inner or [key])[0]!r}")
         if key in ("model_config", "train", "stage1", "stage2") and isinstance(value, dict):

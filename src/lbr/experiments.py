@@ -533,8 +533,8 @@ class Experiment:
         if version != BUILDER_VERSION:
             raise ConfigError(
                 f"{self.data_dir(domain)}: built by data builder version {version}, and this lbr builds version "
-                f"{BUILDER_VERSION} (docs/BENCHMARKS.md says what changed); its results would not compare with "
-                "new ones. Use another --output, or move that data directory away to build it again"
+                f"{BUILDER_VERSION} (docs/BENCHMARKS.md says what changed), and the results in {self.output} "
+                "were measured on that data. Use another --output"
             )
         return True
 

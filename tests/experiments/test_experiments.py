@@ -912,7 +912,7 @@ def test_long_runs_checkpoint_at_most_25_steps_apart(tmp_path):
     assert saves == {8: 10, 60: 15, 487: 25}
 
 
-def test_durations_read_induration_text_then_hours():
+def test_durations_read_in_minutes_then_hours():
     from lbr.experiments import duration_text
 
     assert [duration_text(s) for s in (0, 59.9, 725, 3599, 3600, 25_440, 180_000)] == [

@@ -10,6 +10,7 @@ import csv
 import io
 import random
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,15 +84,20 @@ def normalize(text: str) -> str:
 
 
 def squash(text: str) -> str:
-    """The lower-cased words (letters, digits, underscores) of ``text`` run together: the form
+    """The lower-cased words (letters, digits, underscores; NFKC-normalised, so that a ligature
+    or a combining accent counts as its plain form) of ``text`` run together: the form
     in which the ``closed`` knowledge corpus compares names with the test queries, so that
     "hexahydrofarnesyl acetone", "tert-butyl isothiocyanate" and "Hammertoe" count as the test
     queries "hexahydrofarnesylacetone", "tert butyl isothiocyanate" and "Hammer toe", but
     "initialize_options" is not "Initialize options."."""
-    return "".join(_WORDS.findall(text.lower()))
+    return "".join(_words(text))
 
 
 _WORDS = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORDS.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 class JoinedWordIndex:
@@ -101,23 +107,19 @@ class JoinedWordIndex:
     in "methanol", nor "tin" in "tincture"."""
 
     def __init__(self, texts: Sequence[str]) -> None:
-        parts: list[str] = []
+        parts: list[str] = []  # one a text: its words run together, then "\x00"
         self.starts: list[int] = []  # where each text begins in the joined string
-        edges = [0]
-        offset = 0
+        self.edge = bytearray()  # 1 where a word starts or ends, one byte a character
         for text in texts:
-            self.starts.append(offset)
-            edges.append(offset)
-            for word in _WORDS.findall(text.lower()):
-                parts.append(word)
-                offset += len(word)
-                edges.append(offset)
-            parts.append("\x00")  # no match runs from one text into the next
-            offset += 1
+            self.starts.append(len(self.edge))
+            words = _words(text)
+            self.edge.append(1)
+            for word in words:
+                self.edge.extend(bytes(len(word) - 1))
+                self.edge.append(1)
+            parts.append("".join(words) + "\x00")  # no match runs from one text into the next
+        self.edge.append(1)
         self.joined = "".join(parts)
-        self.edge = bytearray(offset + 1)
-        for position in edges:
-            self.edge[position] = 1
 
     def hits(self, query: str) -> set[int]:
         """Indices of the texts that contain ``query``, word edge to word edge."""
@@ -333,6 +335,7 @@ def build_dataset(source: DomainSource, max_docs: int, seed: int) -> BuiltDatase
     for index in (TextIndex(closed_texts), JoinedWordIndex(closed_texts)):
         for query in test_strings:
             dropped |= index.hits(query)
+    del index  # tens of megabytes on chemistry; the check below builds its own
     knowledge_closed = [r for i, r in enumerate(closed_candidates) if i not in dropped]
     closed_kept = [r["text"] for r in knowledge_closed]
     check_no_leakage(test_strings, closed_kept, "knowledge.closed.jsonl", joined_words=True)
@@ -403,9 +406,13 @@ def _hard_negatives(doc: SourceDoc, pool: list[dict[str, list[str]]], rng: rando
 
 
 def write_dataset(built: BuiltDataset, out: str | Path, datasheet: str) -> Path:
-    """Write every file of a built dataset into ``out`` (created if needed)."""
+    """Write every file of a built dataset into ``out`` (created if needed). Files that
+    `lbr benchmark` derives from an earlier build there (its stage-1 corpora and pair samples)
+    are removed, so that they are derived again from the new files."""
     out = Path(out)
     (out / "qrels").mkdir(parents=True, exist_ok=True)
+    for derived in [*out.glob("stage1.*.jsonl"), *out.glob("pairs.train.*.seed*.jsonl")]:
+        derived.unlink()
     write_jsonl(out / "corpus.jsonl", built.corpus)
     write_jsonl(out / "queries.jsonl", built.queries)
     for split, rows in built.qrels.items():
