@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
+from lbr.data.builders import BUILDER_VERSION
 from lbr.data.jsonl import iter_jsonl, write_jsonl
 from lbr.errors import ConfigError
 
@@ -525,7 +526,7 @@ class Experiment:
     def _data_ready(self, domain: str) -> bool:
         """Whether the domain's dataset is built, by this lbr's builder version. Data of another
         version is refused: its finished cells would mix two datasets in one table."""
-        from lbr.data.builders import BUILDER_VERSION, built_version
+        from lbr.data.builders import built_version
 
         version = built_version(self.data_dir(domain))
         if version is None:
@@ -794,6 +795,7 @@ class Experiment:
             # For paired comparisons between methods (paired_table).
             "per_query": {"nDCG@10": per_query(run, qrels, "ndcg", 10)},
             "seconds": round(time.perf_counter() - started, 1),
+            "data_version": BUILDER_VERSION,  # collect() refuses results of other data
         }
         path = self.result_path(domain, setting, method, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -813,6 +815,14 @@ class Experiment:
         root = self.output / ("results" if self.eval_split == "test" else f"results-{self.eval_split}")
         for path in sorted(root.rglob("*.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
+            # Results from before the version was recorded carry none; they are taken as they are.
+            version = record.get("data_version", BUILDER_VERSION)
+            if version != BUILDER_VERSION:
+                raise ConfigError(
+                    f"{path}: measured on data of builder version {version}, and this lbr builds version "
+                    f"{BUILDER_VERSION}; a table mixing the two would compare different test sets. "
+                    "Use another --output"
+                )
             if (
                 record["domain"] in self.domains
                 and record["method"] in self.methods

@@ -404,6 +404,7 @@ def test_experiment_end_to_end_on_the_tiny_model_and_resume(tiny_model_dir, tmp_
     assert {r["method"] for r in records} == {"bm25", "base", "llm_cl", "llm_cl_matched", "clm_cl", "lbr_unsup", "lbr"}
     for record in records:
         assert 0.0 <= record["metrics"]["nDCG@10"] <= 1.0 and record["num_queries"] > 0
+        assert record["data_version"] == 2  # the builder version of the data it was measured on
     assert (out / "ndcg.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| LBR |" in report and "| BM25 |" in report
@@ -1037,3 +1038,19 @@ def test_time_left_counts_a_resumed_run_from_its_checkpoint(tmp_path, monkeypatc
     next((tmp_path / "runs").rglob("state.json")).write_text("{not json")
     left = _timed_run(experiment, monkeypatch, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
     assert left[0] == "3m20s left)"
+
+
+def test_results_of_another_data_version_are_refused_and_old_ones_without_it_kept(tmp_path):
+    from lbr.data.builders import BUILDER_VERSION
+
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("bm25", "llm_cl"), seeds=(0,))
+    record = {"domain": "medical", "setting": "any", "method": "bm25", "seed": 0, "metrics": {"nDCG@10": 0.5}}
+    path = experiment.result_path("medical", "open", "bm25", 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))  # written before the version was recorded
+    assert experiment.collect() == [record]
+    path.write_text(json.dumps({**record, "data_version": BUILDER_VERSION}))
+    assert len(experiment.collect()) == 1
+    path.write_text(json.dumps({**record, "data_version": BUILDER_VERSION + 1}))
+    with pytest.raises(ConfigError, match=f"measured on data of builder version {BUILDER_VERSION + 1}"):
+        experiment.collect()
