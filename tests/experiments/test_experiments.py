@@ -878,16 +878,21 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
     assert left[3] == "3m20s left)"  # 100 s x 2
 
 
-def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
-    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
-    # LLM+CL seed 0 ran here before: its archived log says 200 s, and its evaluation took 50 s.
-    logs = tmp_path / "train-logs"
+def _llm_cl_seed0_measured(experiment) -> None:
+    """LLM+CL seed 0 ran in the experiment's directory before: its archived log says 200 s, and
+    its evaluation took 50 s."""
+    logs = experiment.output / "train-logs"
     logs.mkdir()
     rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]  # 4 x 100 / 2
     (logs / "medical-any-llm_cl-seed0.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     result = experiment.result_path("medical", "open", "llm_cl", 0)
     result.parent.mkdir(parents=True)
     result.write_text(json.dumps({"seconds": 50.0}))
+
+
+def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
+    _llm_cl_seed0_measured(experiment)  # 200 s to train, 50 s to evaluate
     plan = [
         ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
         ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 2}, 100.0),
@@ -971,14 +976,7 @@ def test_time_left_on_a_domain_with_nothing_measured_borrows_the_others(tmp_path
 
 def test_plan_lists_each_task_with_the_time_left_estimate_and_writes_nothing(tmp_path, monkeypatch):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
-    # LLM+CL seed 0 ran here before: its archived log says 200 s, and its evaluation took 50 s.
-    logs = tmp_path / "train-logs"
-    logs.mkdir()
-    rows = [{"step": step, "tokens": 100, "tokens_per_s": 2.0} for step in range(1, 5)]  # 4 x 100 / 2
-    (logs / "medical-any-llm_cl-seed0.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    result = experiment.result_path("medical", "open", "llm_cl", 0)
-    result.parent.mkdir(parents=True)
-    result.write_text(json.dumps({"seconds": 50.0}))
+    _llm_cl_seed0_measured(experiment)  # 200 s to train, 50 s to evaluate
     _checkpoint_at(experiment.run_dir("medical", "open", "lbr", 1), step=10, total=40)  # stopped part-way
     cell = {"domain": "medical", "setting": "open"}
     tasks = [

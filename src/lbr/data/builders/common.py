@@ -12,7 +12,7 @@ import random
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,15 @@ def _words(text: str) -> list[str]:
     return _WORDS.findall(unicodedata.normalize("NFKC", text).lower())
 
 
+def _occurrences(text: str, key: str) -> Iterator[int]:
+    """Every position where ``key`` starts in ``text``, overlapping ones included; none for an
+    empty key."""
+    position = text.find(key) if key else -1
+    while position != -1:
+        yield position
+        position = text.find(key, position + 1)
+
+
 class JoinedWordIndex:
     """Finds a test query in many texts once both are squashed, where the match starts and ends
     on a word edge of the text: "piperonyl piperazine" is found in "1-piperonylpiperazine", and
@@ -126,15 +135,11 @@ class JoinedWordIndex:
         import bisect
 
         key = squash(query)
-        found: set[int] = set()
-        if not key:
-            return found
-        position = self.joined.find(key)
-        while position != -1:
-            if self.edge[position] and self.edge[position + len(key)]:
-                found.add(bisect.bisect_right(self.starts, position) - 1)
-            position = self.joined.find(key, position + 1)
-        return found
+        return {
+            bisect.bisect_right(self.starts, position) - 1
+            for position in _occurrences(self.joined, key)
+            if self.edge[position] and self.edge[position + len(key)]
+        }
 
 
 def clean(text: str) -> str:
@@ -194,15 +199,8 @@ class TextIndex:
         """Indices of the texts that contain ``needle``."""
         import bisect
 
-        key = normalize(needle)
-        found: set[int] = set()
-        if not key:
-            return found
-        position = self.joined.find(key)
-        while position != -1:
-            found.add(bisect.bisect_right(self.starts, position) - 1)
-            position = self.joined.find(key, position + 1)
-        return found
+        positions = _occurrences(self.joined, normalize(needle))
+        return {bisect.bisect_right(self.starts, position) - 1 for position in positions}
 
 
 def check_no_leakage(
