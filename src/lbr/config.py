@@ -285,7 +285,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         inner = [k for k in value if not isinstance(k, str)] if grouped else []
         if not isinstance(key, str) or inner:
             raise ConfigError(f"{path}: option names must be text, found {(inner or [key])[0]!r}")
-        if key in ("model_config", "train", "stage1", "stage2") and isinstance(value, dict):
+        if grouped:
             flat.update({inner.replace("-", "_"): inner_value for inner, inner_value in value.items()})
         else:
             flat[key.replace("-", "_")] = value

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
-from lbr.data.builders import BUILDER_VERSION
+from lbr.data.builders import BUILDER_VERSION, built_version
 from lbr.data.jsonl import iter_jsonl, write_jsonl
 from lbr.errors import ConfigError
 
@@ -526,8 +526,6 @@ class Experiment:
     def _data_ready(self, domain: str) -> bool:
         """Whether the domain's dataset is built, by this lbr's builder version. Data of another
         version is refused: its finished cells would mix two datasets in one table."""
-        from lbr.data.builders import built_version
-
         version = built_version(self.data_dir(domain))
         if version is None:
             return False

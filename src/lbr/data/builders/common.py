@@ -216,8 +216,9 @@ def check_no_leakage(
             knowledge records).
         where: names the offending file in the message.
     """
-    # Deliberately independent of TextIndex, which the construction step uses: a bug there
-    # must not hide itself here.
+    # The substring check is deliberately independent of TextIndex, which the construction step
+    # uses: a bug there must not hide itself here. The joined-word check reuses JoinedWordIndex
+    # (a second implementation would be as long again), so it guards the dropping, not the index.
     test_queries = list(test_queries)
     joined = "\x00".join(normalize(text) for text in texts)
     leaks = {query for query in test_queries if normalize(query) in joined}
