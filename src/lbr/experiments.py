@@ -295,9 +295,10 @@ class Experiment:
         baselines without a stage 1 once per domain and seed, in the first setting's cell.
 
         The estimates only feed the time-left message (`run`). It takes a task's time from the
-        same run already finished in this directory where there is one (`measured_seconds`), and
-        otherwise rescales the estimate by the median measured / estimated time of that kind of
-        task (stage 1, stage 2, evaluation) on that domain.
+        same run already finished in this directory where there is one (`measured_seconds`),
+        rescaled by how much slower or faster this process runs the tasks that had such a time,
+        and otherwise rescales the estimate by the median measured / estimated time of that kind
+        of task (stage 1, stage 2, evaluation) on that domain.
         """
         b = self.budget
         # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
@@ -387,10 +388,16 @@ class Experiment:
         measured, ratios = self._timing(tasks)
 
         points = [None if done[i] else self.resume_point(kind, args) for i, (kind, args, _) in enumerate(tasks)]
+        # The times this directory measured before this process may come from a faster or slower
+        # machine (or day): each task that had one and runs whole here says how this process's
+        # pace compares, and the median of those rescales every such time.
+        before = list(measured)
+        paces: list[float] = []
 
         def estimate(i: int) -> float:
             kind, args, prior = tasks[i]
-            return _seconds_left(prior, measured[i], _speed(ratios, kind, args["domain"]), points[i])
+            seconds = before[i] * _median(paces) if before[i] is not None else measured[i]
+            return _seconds_left(prior, seconds, _speed(ratios, kind, args["domain"]), points[i])
 
         started = time.perf_counter()
         for index, (kind, args, prior) in enumerate(tasks):
@@ -406,8 +413,16 @@ class Experiment:
                 task_start = time.perf_counter()
                 resumed = self.resumes(kind, args)
                 did_work = getattr(self, f"_{kind}")(**args)
+                took = time.perf_counter() - task_start
                 if did_work and not resumed and prior >= 60:  # part-done or tiny tasks say little about speed
-                    ratios.setdefault((kind, args["domain"]), []).append((time.perf_counter() - task_start) / prior)
+                    ratios.setdefault((kind, args["domain"]), []).append(took / prior)
+                    if before[index] is not None and before[index] >= 60:
+                        paces.append(took / before[index])
+                        print(
+                            f"this process runs at {_median(paces):.2f}x the times measured before in "
+                            f"{self.output}: the time left counts that",
+                            flush=True,
+                        )
                 # The same run's other seeds and settings now have this one to go by.
                 for later in range(index + 1, len(tasks)):
                     if tasks[later][0] == kind and _same_run(tasks[later][1], args):
@@ -896,6 +911,11 @@ def _speed(ratios: dict[tuple[str, str], list[float]], kind: str, domain: str) -
         if values:
             return statistics.median(values)
     return 1.0
+
+
+def _median(values: list[float]) -> float:
+    """The median, 1 for none."""
+    return statistics.median(values) if values else 1.0
 
 
 def _run_seconds(log: Path) -> float | None:

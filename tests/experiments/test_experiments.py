@@ -812,10 +812,10 @@ def _finished_run(run_dir, seconds: float) -> None:
     (run_dir / "lbr_config.json").write_text("{}")
 
 
-def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None):
+def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None, printed=None):
     """Run `plan` with fake tasks that take `seconds[(kind, seed)]` on a fake clock, a stage-2
     task leaving a finished run whose log says `logged[(method, seed)]` seconds; return the
-    time-left part of each progress line."""
+    time-left part of each progress line, and put every printed line in `printed`."""
     import types
 
     import lbr.experiments as experiments
@@ -839,7 +839,10 @@ def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None):
     monkeypatch.setattr(experiment, "collect", lambda: [])
     monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     experiment.run()
-    return [line.split("about ")[1] for line in capsys.readouterr().out.splitlines() if "left)" in line]
+    lines = capsys.readouterr().out.splitlines()
+    if printed is not None:
+        printed.extend(lines)
+    return [line.split("about ")[1] for line in lines if "left)" in line]
 
 
 def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
@@ -893,23 +896,38 @@ def _llm_cl_seed0_measured(experiment) -> None:
 def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
     _llm_cl_seed0_measured(experiment)  # 200 s to train, 50 s to evaluate
+    cell = {"domain": "medical", "setting": "open"}
     plan = [
-        ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
-        ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 2}, 100.0),
-        ("stage2", {"domain": "medical", "setting": "open", "method": "lbr", "seed": 1}, 100.0),
-        ("evaluate", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
+        ("stage2", {**cell, "method": "llm_cl", "seed": 1}, 100.0),
+        ("stage2", {**cell, "method": "lbr", "seed": 1}, 100.0),
+        ("stage2", {**cell, "method": "lbr", "seed": 2}, 100.0),
+        ("evaluate", {**cell, "method": "llm_cl", "seed": 1}, 100.0),
     ]
-    seconds = {("stage2", 1): 1000.0, ("stage2", 2): 1000.0, ("evaluate", 1): 50.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged={("llm_cl", 1): 400.0})
-    # LLM+CL seeds 1 and 2 take seed 0's 200 s, its evaluation 50 s; LBR, never run, its prior x
-    # the domain's measured / prior stage-2 time, counted once for the run (2): 200 + 200 + 200 + 50.
+    seconds = {("stage2", 1): 340.0, ("stage2", 2): 400.0, ("evaluate", 1): 50.0}
+    printed: list[str] = []
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged={("lbr", 1): 400.0}, printed=printed)
+    # LLM+CL seed 1 takes seed 0's 200 s, its evaluation 50 s; LBR, never run, its prior x the
+    # domain's measured / prior stage-2 time (2, counted once for the run): 200 + 200 + 200 + 50.
     assert left[0] == "10m50s left)"
-    # LLM+CL seed 1 took 1000 s here (10x) and logged 400 s: seed 2 now takes the median of the
-    # two logs (300 s), LBR the median of 2 and 10 (6x); one seed's copy of the seeded 2x each
-    # would make it 2x.
-    assert left[1] == "15m50s left)"  # 300 + 600 + 50
-    assert left[2] == "17m30s left)"  # LBR at median(2, 10, 10) = 10x, + 50
-    assert left[3] == "0m50s left)"
+    # LLM+CL seed 1 took 340 s here, 1.7x seed 0's: every time measured before this process is
+    # 1.7x now (the evaluation's 50 s too), and LBR goes at the median of 2 and 3.4 (2.7x).
+    assert "this process runs at 1.70x the times measured before" in "\n".join(printed)
+    assert left[1] == "10m25s left)"  # 270 + 270 + 85
+    # LBR seed 1 logged 400 s: seed 2 takes that, not a rescaled prior.
+    assert left[2] == "8m05s left)"  # 400 + 85
+    assert left[3] == "1m25s left)"
+
+
+def test_the_pace_is_the_median_over_the_tasks_measured_before(tmp_path, monkeypatch, capsys):
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    _llm_cl_seed0_measured(experiment)  # 200 s to train
+    plan = [
+        ("stage2", {"domain": "medical", "setting": "open", "method": "llm_cl", "seed": s}, 100.0) for s in (1, 2, 3, 4)
+    ]
+    # Seed 2 is paused for a while (2000 s, 10x); the others run at 2x: the median keeps 2x.
+    seconds = {("stage2", 1): 400.0, ("stage2", 2): 2000.0, ("stage2", 3): 400.0, ("stage2", 4): 400.0}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    assert left == ["13m20s left)", "20m00s left)", "40m00s left)", "6m40s left)"]  # 4 x 200, 3 x 400, 2 x 1200, 400
 
 
 def test_long_runs_checkpoint_at_most_25_steps_apart(tmp_path):
