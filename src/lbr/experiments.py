@@ -419,8 +419,8 @@ class Experiment:
                     if before[index] is not None and before[index] >= 60:
                         paces.append(took / before[index])
                         print(
-                            f"this process runs at {_median(paces):.2f}x the times measured before in "
-                            f"{self.output}: the time left counts that",
+                            f"tasks take {_median(paces):.2f}x the time they took before in {self.output}; "
+                            "the time left counts that",
                             flush=True,
                         )
                 # The same run's other seeds and settings now have this one to go by.

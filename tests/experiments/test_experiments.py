@@ -911,7 +911,7 @@ def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, mo
     assert left[0] == "10m50s left)"
     # LLM+CL seed 1 took 340 s here, 1.7x seed 0's: every time measured before this process is
     # 1.7x now (the evaluation's 50 s too), and LBR goes at the median of 2 and 3.4 (2.7x).
-    assert "this process runs at 1.70x the times measured before" in "\n".join(printed)
+    assert "tasks take 1.70x the time they took before in" in "\n".join(printed)
     assert left[1] == "10m25s left)"  # 270 + 270 + 85
     # LBR seed 1 logged 400 s: seed 2 takes that, not a rescaled prior.
     assert left[2] == "8m05s left)"  # 400 + 85
