@@ -423,9 +423,10 @@ class Experiment:
                             "the time left counts that",
                             flush=True,
                         )
-                # The same run's other seeds and settings now have this one to go by.
+                # The same run's other seeds and settings now have this one to go by (those with a
+                # time from before this process keep it, rescaled by the pace: no need to reread).
                 for later in range(index + 1, len(tasks)):
-                    if tasks[later][0] == kind and _same_run(tasks[later][1], args):
+                    if before[later] is None and tasks[later][0] == kind and _same_run(tasks[later][1], args):
                         measured[later] = self.measured_seconds(kind, tasks[later][1])
         return self.collect()
 
