@@ -22,6 +22,13 @@ def _batch(model: LBRModel, pairs_file, size: int = 7) -> dict[str, torch.Tensor
     return batch
 
 
+def _assert_grads_close(got: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    # float32 sums in a different order differ by about 1e-7 of the largest entry; the bottleneck's
+    # gradient reaches a few hundred, so a fixed atol would be float noise, not a check.
+    scale = max(float(expected.abs().max()), 1.0)
+    torch.testing.assert_close(got, expected, atol=1e-6 * scale, rtol=1e-5, msg=name)
+
+
 def _grads(model: LBRModel) -> dict[str, torch.Tensor]:
     # Parameters the loss does not reach (the projector, with mu = 0) have no gradient in either path.
     return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -47,7 +54,7 @@ def test_cached_gradients_equal_uncached(model_config, pairs_file, mini_batch, t
     assert set(got) == set(expected)
     assert any(float(g.abs().max()) > 0 for g in expected.values())
     for name, grad in expected.items():
-        torch.testing.assert_close(got[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+        _assert_grads_close(got[name], grad, name)
 
 
 def test_cached_backward_respects_the_incoming_scale(model_config, pairs_file):
@@ -75,7 +82,7 @@ def test_cached_gradients_equal_uncached_with_gradient_checkpointing(model_confi
     model.zero_grad(set_to_none=True)
     CachedStage2Loss(model, config, mini_batch_size=3)(batch)["loss"].backward()
     for name, grad in _grads(model).items():
-        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-5, msg=name)
+        _assert_grads_close(grad, expected[name], name)
 
 
 def test_cached_loss_without_grad_returns_the_loss_only(model_config, pairs_file):
