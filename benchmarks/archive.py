@@ -14,6 +14,15 @@ from the logs. A file already in the output directory is never overwritten, and 
 directory made with other settings is refused.
 
     python benchmarks/archive.py --restore benchmarks/results/grid-full reports/benchmark
+
+`--stage1-weights` also keeps the final model of each finished stage-1 run that a method still
+to be evaluated starts from (LBR, LBR w/o refinement and LBR-unsup read the λ > 0 run, CLM->CL
+the λ = 0 one), in `stage1-weights/<domain>/<setting>/<run>/`, and drops it there once every
+such method has its test result. A session that ends between a stage-1 run and its last reader
+then leaves the next one the run itself, not an hour of training to repeat; `--restore` puts it
+back in `runs/` as a finished run. Each kept run is about 20 MB (SmolLM2's LoRA adapter), and
+it stays in the repository's history, so `benchmarks/grid.sh` keeps weights only when the
+grid stops, not at every periodic save.
 """
 
 from __future__ import annotations
@@ -23,9 +32,18 @@ import json
 import shutil
 from pathlib import Path
 
+from lbr.experiments import STAGE1_OF
+from lbr.training.checkpoint import CHECKPOINT_DIR
 
-def archive(source: Path, target: Path) -> int:
-    """Copy the small files of `source` into `target`; return how many were copied."""
+WEIGHTS_DIR = "stage1-weights"
+
+
+def archive(source: Path, target: Path, *, stage1_weights: bool = False) -> int:
+    """Copy the small files of `source` into `target`; return how many were copied.
+
+    With `stage1_weights`, also copy the finished stage-1 runs that a method not yet evaluated
+    on the test split starts from, and drop the copies of those whose readers are all evaluated.
+    """
     if not (source / "experiment.json").exists():
         raise SystemExit(f"{source}: no experiment.json, so this is not an lbr benchmark output directory")
     pairs: list[tuple[Path, Path]] = []
@@ -39,10 +57,12 @@ def archive(source: Path, target: Path) -> int:
     # runs/<domain>/<setting>/<run>/, finished runs only (linked runs included): the training log
     # and the run's settings (which, for one, say whether it used gradient checkpointing).
     for run in sorted(source.glob("runs/*/*/*")):
-        if (run / "lbr_config.json").exists():
+        if (run / "lbr_config.json").exists() and not run.name.endswith(".tmp"):
             domain, setting, name = run.parts[-3:]
             for file, suffix in (("train_log.jsonl", ".jsonl"), ("run_config.json", ".run_config.json")):
                 pairs.append((run / file, target / "train-logs" / f"{domain}-{setting}-{name}{suffix}"))
+    if stage1_weights:
+        pairs += stage1_weight_files(source, target)
     copied = 0
     for origin, destination in pairs:
         if origin.exists():
@@ -50,6 +70,33 @@ def archive(source: Path, target: Path) -> int:
             shutil.copy2(origin, destination)
             copied += 1
     return copied
+
+
+def pending_readers(output: Path, run: Path) -> list[str]:
+    """The methods that start from stage-1 run `run` (runs/<domain>/<setting>/stage1-<name>-seed<S>,
+    in `output` or in an archive) and have no test result in `output` yet."""
+    domain, setting, run_name = run.parts[-3:]
+    name, _, seed = run_name.removeprefix("stage1-").rpartition("-seed")
+    results = output / "results" / domain / setting
+    return [m for m, stage1 in STAGE1_OF.items() if stage1 == name and not (results / f"{m}-seed{seed}.json").exists()]
+
+
+def stage1_weight_files(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    """The (origin, destination) files of the finished stage-1 runs in `source` that a method still
+    reads; removes from `target` the kept runs that no method reads any more."""
+    pairs: list[tuple[Path, Path]] = []
+    for run in sorted(source.glob("runs/*/*/stage1-*")):
+        if run.name.endswith(".tmp") or not (run / "lbr_config.json").exists() or not pending_readers(source, run):
+            continue
+        kept = target / WEIGHTS_DIR / run.relative_to(source / "runs")
+        for path in sorted(run.rglob("*")):
+            relative = path.relative_to(run)
+            if path.is_file() and relative.parts[0] != CHECKPOINT_DIR:
+                pairs.append((path, kept / relative))
+    for kept in sorted(target.glob(f"{WEIGHTS_DIR}/*/*/*")):
+        if not pending_readers(source, kept):
+            shutil.rmtree(kept)
+    return pairs
 
 
 def restore(archived: Path, output: Path) -> tuple[int, int]:
@@ -78,6 +125,19 @@ def restore(archived: Path, output: Path) -> tuple[int, int]:
         shutil.copy2(archived / name, tmp)
         tmp.replace(destination)
         copied += 1
+    # Kept stage-1 runs go back whole or not at all: a half-copied run directory would look like
+    # a run stopped part-way. A run directory already there (finished or resuming) is left alone.
+    for run in sorted(archived.glob(f"{WEIGHTS_DIR}/*/*/*")):
+        destination = output / "runs" / run.relative_to(archived / WEIGHTS_DIR)
+        files = sum(1 for path in run.rglob("*") if path.is_file())
+        if destination.exists():
+            kept += files
+            continue
+        tmp = destination.with_name(destination.name + ".restore.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run, tmp)
+        tmp.rename(destination)
+        copied += files
     return copied, kept
 
 
@@ -88,12 +148,17 @@ def main() -> None:
     parser.add_argument(
         "--restore", action="store_true", help="copy an archive's settings and results back into an output directory"
     )
+    parser.add_argument(
+        "--stage1-weights",
+        action="store_true",
+        help="also keep the finished stage-1 runs that a method still to be evaluated starts from (about 20 MB each)",
+    )
     args = parser.parse_args()
     if args.restore:
         copied, kept = restore(args.source, args.target)
         print(f"restored {copied} files to {args.target}; kept {kept} already there")
         return
-    print(f"copied {archive(args.source, args.target)} files to {args.target}")
+    print(f"copied {archive(args.source, args.target, stage1_weights=args.stage1_weights)} files to {args.target}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@
 #      (archive.py --restore never overwrites a file, and refuses other settings);
 #   3. start `lbr benchmark --seeds 0,1` with any extra flags given here, in the background
 #      (it resumes: finished runs and evaluations are skipped);
-#   4. every 5 minutes while it runs, and once when it stops, archive the finished evaluations
-#      and training logs into benchmarks/results/grid-full and commit them there.
+#   4. every 5 minutes while it runs, archive the finished evaluations and training logs into
+#      benchmarks/results/grid-full and commit them there; once when it stops (finished, failed
+#      or killed), the same plus the stage-1 runs that a method still to be evaluated starts
+#      from (archive.py --stage1-weights; about 20 MB each, dropped once their readers are done),
+#      which the next --restore puts back, so a new checkout does not train them again.
 #
 #   benchmarks/grid.sh                                          # the whole grid
 #   benchmarks/grid.sh --domains chemistry,code --settings open  # a part of it
@@ -26,10 +29,10 @@ fi
 nohup .venv/bin/lbr benchmark --seeds 0,1 --output "$out" "$@" > logs/benchmark.log 2>&1 &
 grid=$!
 save() {
-    .venv/bin/python benchmarks/archive.py "$out" "$archive" > /dev/null
+    .venv/bin/python benchmarks/archive.py "$@" "$out" "$archive" > /dev/null
     git add "$archive"
     git diff --cached --quiet -- "$archive" || git commit -q -m "grid: archive finished evaluations and training logs" -- "$archive"
 }
 nohup bash -c "$(declare -f save); out=$out archive=$archive
-    while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done; save" > logs/archive.log 2>&1 &
+    while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done; save --stage1-weights" > logs/archive.log 2>&1 &
 echo "grid running (pid $grid): tail -f logs/benchmark.log; archived to $archive every 5 minutes"
