@@ -871,14 +871,26 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
     seconds = {("stage2", 1): 300.0, ("evaluate", 1): 100.0, ("stage2", 2): 300.0, ("evaluate", 2): 100.0}
     left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
     assert left == ["6m40s left)", "15m00s left)", "6m40s left)", "1m40s left)"]
-    # A resumed run (its directory exists, unfinished) and a task of under a minute's prior say
-    # nothing about speed: only seed 2 does (2x), where the three would give a median of 5x.
+    # A resumed run (its directory exists, unfinished) and a task whose prior is under
+    # MIN_TIMED_SECONDS (mostly loading) say nothing about speed: only seed 2 does (2x), where
+    # the three would give a median of 5x.
     experiment.run_dir("medical", "open", "llm_cl", 0).mkdir(parents=True)
-    plan = [("stage2", {**cell, "seed": 0}, 100.0), ("stage2", {**cell, "seed": 1}, 30.0)]
+    plan = [("stage2", {**cell, "seed": 0}, 100.0), ("stage2", {**cell, "seed": 1}, 10.0)]
     plan += [("stage2", {**cell, "seed": seed}, 100.0) for seed in (2, 3)]
-    seconds = {("stage2", 0): 500.0, ("stage2", 1): 150.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
+    seconds = {("stage2", 0): 500.0, ("stage2", 1): 50.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
     left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
     assert left[3] == "3m20s left)"  # 100 s x 2
+
+
+def test_time_left_learns_speed_from_demo_sized_runs(tmp_path, monkeypatch, capsys):
+    # The demo's training runs have priors of 30-50 s; on a day when they take 2.5x that, the
+    # estimate must follow (it used to learn only from tasks with a prior of a minute or more).
+    experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
+    cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
+    plan = [("stage2", {**cell, "seed": seed}, 40.0) for seed in (1, 2, 3)]
+    seconds = {("stage2", seed): 100.0 for seed in (1, 2, 3)}
+    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    assert left == ["2m00s left)", "3m20s left)", "1m40s left)"]  # 3 x 40 s; then 2 x 40 x 2.5; 40 x 2.5
 
 
 def _llm_cl_seed0_measured(experiment) -> None:
