@@ -65,7 +65,7 @@ SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Tasks expected to take less than this many seconds say little about the machine's speed (loading
 # dominates them), so the time-left estimate does not rescale by them. The demo's training runs
 # (priors of 30-50 s) are above it: at 60 s, the demo never corrected its estimate, which read
-# 2.5 times low on a slow day.
+# 2.8 times low on a slow day (docs/DEMO.md, 2026-12-04).
 MIN_TIMED_SECONDS = 20.0
 # Settings added after an experiment directory was made take these values there.
 DEFAULT_RUN_SETTINGS = {
