@@ -125,8 +125,8 @@ class TrainConfig:
     )
     bf16: bool = _help(
         "autocast matmuls to bfloat16 (weights and optimiser stay float32): 1.2-1.6x faster steps "
-        "without gradient checkpointing on a CPU with AMX (docs/PERFORMANCE.md); effect on quality "
-        "not yet measured",
+        "without gradient checkpointing on a CPU with AMX (docs/PERFORMANCE.md), much slower on one "
+        "without AVX512-BF16 or AMX (lbr warns); effect on quality not yet measured",
         default=False,
     )
     merge: bool = _help(

@@ -146,10 +146,10 @@ class Budget:
 
 
 BUDGETS = {
-    # Shows the workflow, not the claim. Sized for the slowest days measured here: this machine's
-    # speed varies 2.5x between days: with 250 documents and 10 + 10 steps of 16, code alone took
-    # 8.2 minutes on a fast day and 20.3 on the slowest, the whole demo 22 on the fast one (docs/DEMO.md).
-    "demo": Budget(max_docs=200, stage1_steps=8, stage2_steps=8, stage1_batch_size=8, stage2_batch_size=8),
+    # Shows the workflow, not the claim. Sized for the slower of the two hosts this machine has
+    # run on: an AVX2-only AMD EPYC runs these steps about 2.5x slower than the AMX Intel Xeon
+    # (code alone, old budget: 20.3 against 8.2 minutes), and 8 + 8 steps took 28.2 minutes there (docs/DEMO.md).
+    "demo": Budget(max_docs=200, stage1_steps=6, stage2_steps=6, stage1_batch_size=8, stage2_batch_size=8),
     # A minute or two: for trying the command.
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
     # The benchmark (docs/RESULTS.md): one epoch of stage 1, where the bottleneck starts to pay
@@ -787,7 +787,7 @@ class Experiment:
             from lbr.modeling import LBRModel
 
             retriever = DenseRetriever(
-                LBRModel.build(self._model_config(), seed=seed),
+                LBRModel.build(self._model_config(), seed=seed).merge_for_inference(),
                 name="base",
                 batch_size=self.budget.encode_batch_size,
                 show_progress_bar=self.show_progress,

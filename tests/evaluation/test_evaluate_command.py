@@ -123,12 +123,17 @@ def test_base_builds_the_untrained_default_model(beir_dir: Path, monkeypatch: py
 
     built = []
 
+    class MergeableEncoder(FakeEncoder):
+        def merge_for_inference(self):
+            built.append("merged")
+            return self
+
     class FakeLBRModel:
         @staticmethod
         def build(config, seed=None):
             built.append((config.model, seed))
-            return FakeEncoder()
+            return MergeableEncoder()
 
     monkeypatch.setattr(lbr.modeling, "LBRModel", FakeLBRModel, raising=False)
     assert run(["--model", "base", "--data", str(beir_dir), "--seed", "7"]) == 0
-    assert built == [("smollm2", 7)]
+    assert built == [("smollm2", 7), "merged"]  # encoded without the LoRA matmuls

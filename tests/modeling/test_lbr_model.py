@@ -229,3 +229,18 @@ def test_a_damaged_model_directory_is_a_clear_error(model_config, tmp_path, dama
     damage(tmp_path / "m")
     with pytest.raises(ConfigError, match=message):
         LBRModel.load(tmp_path / "m")
+
+
+def test_merge_for_inference_keeps_the_embeddings_and_drops_the_lora_layers(model_config):
+    model = LBRModel.build(model_config, seed=0)
+    with torch.no_grad():  # a trained-looking adapter: B = 0 would make merging a no-op
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    texts = ["heart defect of the septum", "acid"]
+    before = model.encode(texts)
+    assert model.merge_for_inference() is model
+    assert not any("lora" in name for name, _ in model.backbone.named_modules())
+    np.testing.assert_allclose(model.encode(texts), before, atol=1e-5)
+    model.merge_for_inference()  # a second call, or a model without LoRA, changes nothing
+    np.testing.assert_allclose(model.encode(texts), before, atol=1e-5)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from lbr.config import Stage1Config, Stage2Config, TrainConfig
 from lbr.errors import ConfigError
-from lbr.modeling import LBRModel
+from lbr.modeling import LBRModel, lbr_model
 from lbr.training import TrainingError, learn, represent
 from lbr.training import trainer as trainer_module
 from lbr.training.checkpoint import complete_checkpoints
@@ -242,7 +243,8 @@ def test_a_setting_added_since_the_run_started_does_not_block_resume():
     assert config_differences(saved, current, defaults={"train": {"bf16": False}}) == ["train.bf16: '<unset>' -> True"]
 
 
-def test_bf16_autocast_trains_and_keeps_float32_weights(model_config, corpus_file, tmp_path):
+def test_bf16_autocast_trains_and_keeps_float32_weights(model_config, corpus_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(lbr_model, "cpu_has_native_bf16", lambda: True)  # the same on every host
     model = learn(
         model_config,
         Stage1Config(corpus=str(corpus_file), segment_length=8),
@@ -258,3 +260,17 @@ def test_bf16_autocast_trains_and_keeps_float32_weights(model_config, corpus_fil
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
     with pytest.raises(ConfigError, match="precision"):
         model.encode(["x"], precision="fp8")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_still_encodes(model_config, monkeypatch):
+    tiny_model = LBRModel.build(model_config)
+    monkeypatch.setattr(lbr_model, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="AVX512-BF16 or AMX"):
+        slow = tiny_model.encode(["heart defect"], precision="bfloat16")
+    assert slow.shape == (1, tiny_model.hidden_size)
+    monkeypatch.setattr(lbr_model, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a CPU with bf16 nor float32 warns
+        tiny_model.encode(["heart defect"], precision="bfloat16")
+        monkeypatch.setattr(lbr_model, "cpu_has_native_bf16", lambda: False)
+        tiny_model.encode(["heart defect"])

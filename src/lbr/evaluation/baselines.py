@@ -153,7 +153,7 @@ def load_retriever(spec: str, *, batch_size: int = 32, show_progress_bar: bool =
         from lbr.config import ModelConfig
         from lbr.modeling import LBRModel
 
-        encoder = LBRModel.build(ModelConfig(model=BASE_MODEL_ALIAS), seed=seed)
+        encoder = LBRModel.build(ModelConfig(model=BASE_MODEL_ALIAS), seed=seed).merge_for_inference()
     else:
         path = Path(spec)
         if not path.is_dir():
