@@ -738,10 +738,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--probes", default=",".join(MEMORY_PROBES), help="memory probes to run (comma-separated)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
+    parser.add_argument(
+        "--encode-docs", type=int, default=None, help="documents the encode section embeds (default: 160, --quick: 8)"
+    )
     parser.add_argument("--json", default="", help="write all results here (default: benchmarks/results/)")
     parser.add_argument("--probe", default="", help=argparse.SUPPRESS)  # internal: one memory probe
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
+    if args.encode_docs is not None:
+        if args.encode_docs < 1:
+            parser.error("--encode-docs must be >= 1")
+        sizes = dataclasses.replace(sizes, encode_docs=args.encode_docs)
     if args.probe:
         print(json.dumps(run_probe(args.probe, sizes)))
         return 0
