@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument(
         "--bf16",
         action="store_true",
-        help="bfloat16 autocast: ~1.9x faster on CPUs with AMX, 6x slower on AVX2-only ones",
+        help="bfloat16 autocast: 1.7-1.9x faster on CPUs with AVX512-BF16 or AMX, much slower on others",
     )
     encode.add_argument("--overwrite", action="store_true")
     encode.add_argument("--trust-remote-code", action="store_true")

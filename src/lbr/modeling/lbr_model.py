@@ -542,7 +542,8 @@ def autocast(device: torch.device, precision: str) -> Any:
     if device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn(
             "bfloat16 autocast on a CPU without AVX512-BF16 or AMX: it runs slower than float32 "
-            "here (6x slower on an AVX2-only AMD EPYC, docs/PERFORMANCE.md); leave it off on this machine",
+            "here (about 6x slower on an AVX2-only AMD EPYC, as seen once; docs/PERFORMANCE.md); "
+            "leave it off on this machine",
             RuntimeWarning,
             stacklevel=3,
         )
