@@ -148,8 +148,8 @@ class Budget:
 BUDGETS = {
     # Shows the workflow, not the claim. Sized for the slower of the two hosts this machine has
     # run on: an AVX2-only AMD EPYC runs these steps about 2.5x slower than the AMX Intel Xeon
-    # (code alone, old budget: 20.3 against 8.2 minutes): 8 + 8 steps took 28.2 minutes there, 6 + 6 took 16.4
-    # from a fresh clone (docs/DEMO.md).
+    # (code alone, old budget: 20.3 against 8.2 minutes), and 8 + 8 steps took 28.2 minutes there; 6 + 6 took
+    # 16.4 from a fresh clone on a Zen 4 EPYC with AVX512 (docs/DEMO.md).
     "demo": Budget(max_docs=200, stage1_steps=6, stage2_steps=6, stage1_batch_size=8, stage2_batch_size=8),
     # A minute or two: for trying the command.
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
