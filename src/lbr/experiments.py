@@ -67,6 +67,16 @@ SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # (priors of 30-50 s) are above it: at 60 s, the demo never corrected its estimate, which read
 # 2.8 times low on a slow day (docs/DEMO.md, 2026-12-04).
 MIN_TIMED_SECONDS = 20.0
+# What the time-left message's priors go by, per domain: the tokens a stage-2 training pair
+# gives (query and positive, from the stage-2 logs: 1,122 a step of 16 on medical, 2,614 on
+# chemistry, 2,647 on code; the demo's data give the same), and an evaluation's time against
+# medical's (2,000 documents: 85 / 146 / 196 s on the Intel Xeon, 135 s for medical on the Zen 4).
+# The seconds a step or a document are the Zen 4's (AMD EPYC family 25 model 17, 2026-12-06:
+# the demo and benchmarks/results/grid-full/train-logs), where the demo took 16.4 minutes;
+# the Intel Xeon of earlier sessions ran the same about 1.5 times faster. A run rescales them
+# by the tasks it has finished (`run`).
+PAIR_TOKENS = {"medical": 70, "chemistry": 165, "code": 165}
+ENCODE_COST = {"medical": 1.0, "chemistry": 1.7, "code": 2.2}
 # Settings added after an experiment directory was made take these values there.
 DEFAULT_RUN_SETTINGS = {
     "gen_target": "document",
@@ -309,13 +319,19 @@ class Experiment:
         of task (stage 1, stage 2, evaluation) on that domain.
         """
         b = self.budget
-        # Seconds a step, measured on medical (docs/RESULTS.md): the IB run adds the decoder pass.
-        stage1_step = {"clm": 4.6 * b.stage1_batch_size / 16, "ib": 7.5 * b.stage1_batch_size / 16}
-        stage2_step = 5.0 * b.stage2_batch_size / 16  # short pairs, without gradient checkpointing (5.2 s measured)
+        # Seconds a step: a fixed part plus a part per text (stage 1) or per token (stage 2), fitted
+        # to the Zen 4's training logs (PAIR_TOKENS says which); the IB run adds the decoder pass.
+        stage1_step = {"clm": 2 + 0.29 * b.stage1_batch_size, "ib": 2 + 0.72 * b.stage1_batch_size}
+
+        def stage2_step(domain: str) -> float:
+            return 2 + 0.005 * PAIR_TOKENS[domain] * b.stage2_batch_size
+
+        def encode(domain: str) -> float:  # model load + corpus and queries
+            return 15 + 120 * ENCODE_COST[domain] * b.max_docs / 2000
+
         # The matched run's extra steps: stage-1 tokens twice, about 100 tokens a pair (medical: 265; 275 ran).
         stage1_tokens = b.stage1_steps_prior() * b.stage1_batch_size * b.segment_length
         matched_extra = 2 * stage1_tokens / (100 * b.stage2_batch_size)
-        encode = 10 + 60 * b.max_docs / 2000  # model load + corpus and queries
         tasks: list[tuple[str, dict[str, Any], float]] = [("build", {"domain": d}, 10) for d in self.domains]
         for setting in self.settings:
             first_setting = setting == self.settings[0]
@@ -335,16 +351,15 @@ class Experiment:
                             args = {**cell, "name": needs, "seed": seed}
                             tasks.append(("stage1", args, 10 + b.stage1_steps_prior() * stage1_step[needs]))
                         if method == "llm_cl_matched" and "llm_cl" not in self.methods:  # its steps need LLM+CL's
-                            llm_cl_cost = 10 + self.stage2_base_steps(domain, prior=True) * stage2_step
+                            llm_cl_cost = 10 + self.stage2_base_steps(domain, prior=True) * stage2_step(domain)
                             tasks.append(("stage2", {**cell, "method": "llm_cl", "seed": seed}, llm_cl_cost))
                         if method in HAS_STAGE2:
                             steps = self.stage2_base_steps(domain, prior=True)
                             steps += matched_extra if method == "llm_cl_matched" else 0
-                            factor = 2.0 if method == "lbr" else 1.0  # the L_gen decoder pass (9.6 s a step)
-                            tasks.append(
-                                ("stage2", {**cell, "method": method, "seed": seed}, 10 + steps * stage2_step * factor)
-                            )
-                        cost = {"bm25": 2.0, "minilm": 20.0}.get(method, encode)
+                            factor = 2.0 if method == "lbr" else 1.0  # the L_gen decoder pass (1.4-2.1x measured)
+                            seconds = 10 + steps * stage2_step(domain) * factor
+                            tasks.append(("stage2", {**cell, "method": method, "seed": seed}, seconds))
+                        cost = {"bm25": 2.0, "minilm": 20.0}.get(method) or encode(domain)
                         tasks.append(("evaluate", {**cell, "method": method, "seed": seed}, cost))
         return tasks
 

@@ -845,6 +845,24 @@ def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None, prin
     return [line.split("about ")[1] for line in lines if "left)" in line]
 
 
+def test_priors_grow_with_each_domains_pair_and_document_length(tmp_path):
+    # The demo on the Zen 4 took 58.8 s to train LLM+CL on chemistry against 36.8 on medical: its
+    # pairs are 2.4 times longer in tokens. The priors must see that, or chemistry and code read low.
+    experiment = Experiment(output=tmp_path, domains=("medical", "chemistry"), budget=BUDGETS["demo"])
+    priors = {(kind, args["domain"], args.get("method", args.get("name"))): p for kind, args, p in experiment.tasks()}
+    # 10 s load + 6 steps x (2 s + 5 ms x 70 tokens a pair x 8 pairs); chemistry 165 tokens a pair.
+    assert priors[("stage2", "medical", "llm_cl")] == pytest.approx(10 + 6 * (2 + 0.005 * 70 * 8))
+    assert priors[("stage2", "chemistry", "llm_cl")] == pytest.approx(10 + 6 * (2 + 0.005 * 165 * 8))
+    assert priors[("stage2", "chemistry", "lbr")] == pytest.approx(10 + 6 * (2 + 0.005 * 165 * 8) * 2)
+    # 15 s + 120 s x the domain's cost x 200 / 2,000 documents.
+    assert priors[("evaluate", "medical", "base")] == pytest.approx(15 + 12)
+    assert priors[("evaluate", "chemistry", "base")] == pytest.approx(15 + 12 * 1.7)
+    assert priors[("stage1", "medical", "ib")] == pytest.approx(10 + 6 * (2 + 0.72 * 8))
+    # The demo's three domains: 17.2 minutes of priors, against 16.4 taken on the Zen 4 (docs/DEMO.md).
+    demo = Experiment(output=tmp_path, budget=BUDGETS["demo"])
+    assert 15 * 60 < sum(p for _, _, p in demo.tasks()) < 19 * 60
+
+
 def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}

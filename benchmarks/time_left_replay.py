@@ -1,0 +1,73 @@
+"""Replay a finished `lbr demo` directory through the time-left message.
+
+Each task takes the time that directory measured for it (training logs and result files, plus
+10 s to load a model for a training run), on a fake clock, and the progress lines show what
+`lbr demo` would have printed with the current priors (docs/DEMO.md). Nothing is trained,
+and nothing in the directory is written.
+
+    .venv/bin/python benchmarks/time_left_replay.py /tmp/fresh/reports/demo
+    .venv/bin/python benchmarks/time_left_replay.py reports/demo --build-seconds 35
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import types
+from pathlib import Path
+
+import lbr.experiments as experiments
+from lbr.experiments import BUDGETS, Budget, Experiment
+
+LOAD_SECONDS = 10.0  # a training run's model load, which its log's throughput leaves out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", type=Path, help="a finished lbr demo directory (its --output)")
+    parser.add_argument("--build-seconds", type=float, default=35.0, help="data building in all (35 s in the demo)")
+    args = parser.parse_args()
+    settings_path = args.output / "experiment.json"
+    if not settings_path.is_file():
+        parser.error(f"{settings_path} does not exist: give a directory that lbr demo wrote")
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    budget = Budget(**settings["budget"]) if "budget" in settings else BUDGETS["demo"]
+    domains = [domain for domain in experiments.DOMAINS if (args.output / "results" / domain).is_dir()]
+    finished = Experiment(output=args.output, domains=domains, budget=budget, show_progress=False)
+    tasks = finished.tasks()
+    builds = sum(kind == "build" for kind, _, _ in tasks)
+    took = []
+    for kind, task_args, _ in tasks:
+        if kind == "build":
+            took.append(args.build_seconds / builds)
+            continue
+        seconds = finished.measured_seconds(kind, task_args)
+        if seconds is None:
+            parser.error(f"{args.output} has no measured time for {kind} {experiments.task_label(task_args)}")
+        took.append(seconds + (LOAD_SECONDS if kind in ("stage1", "stage2") else 0.0))
+
+    with tempfile.TemporaryDirectory() as scratch:
+        replay = Experiment(output=Path(scratch), domains=domains, budget=budget, show_progress=False)
+        clock = [0.0]
+        position = iter(range(len(tasks)))
+
+        def run_task(**_: object) -> bool:
+            clock[0] += took[next(position)]
+            return True
+
+        replay.tasks = lambda: tasks
+        replay.done = lambda kind, task_args: False
+        replay.resumes = lambda kind, task_args: False
+        replay.resume_point = lambda kind, task_args: None
+        replay.measured_seconds = lambda kind, task_args: None
+        replay.collect = lambda: []
+        for kind in ("build", "stage1", "stage2", "evaluate"):
+            setattr(replay, f"_{kind}", run_task)
+        experiments.time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+        replay.run()
+    print(f"taken in all: {experiments.duration_text(sum(took))}")
+
+
+if __name__ == "__main__":
+    main()
