@@ -9,7 +9,9 @@
 #      benchmarks/results/grid-full and commit them there; once when it stops (finished, failed
 #      or killed), the same plus the stage-1 runs that a method still to be evaluated starts
 #      from (archive.py --stage1-weights; about 20 MB each, dropped once their readers are done),
-#      which the next --restore puts back, so a new checkout does not train them again.
+#      which the next --restore puts back, so a new checkout does not train them again. Before
+#      that last save, report.md and results.json are written again for the whole grid
+#      (--report-only), so a run of a part of it does not leave a report of that part only.
 #
 #   benchmarks/grid.sh                                          # the whole grid
 #   benchmarks/grid.sh --domains chemistry,code --settings open  # a part of it
@@ -34,5 +36,7 @@ save() {
     git diff --cached --quiet -- "$archive" || git commit -q -m "grid: archive finished evaluations and training logs" -- "$archive"
 }
 nohup bash -c "$(declare -f save); out=$out archive=$archive
-    while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done; save --stage1-weights" > logs/archive.log 2>&1 &
+    while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done
+    .venv/bin/lbr benchmark --seeds 0,1 --output $out --report-only > /dev/null || true
+    save --stage1-weights" > logs/archive.log 2>&1 &
 echo "grid running (pid $grid): tail -f logs/benchmark.log; archived to $archive every 5 minutes"
