@@ -64,8 +64,9 @@ UNTRAINED = ("bm25", "minilm", "base")
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Tasks expected to take less than this many seconds say little about the machine's speed (loading
 # dominates them), so the time-left estimate does not rescale by them. The demo's training runs
-# (priors of 30-50 s) are above it: at 60 s, the demo never corrected its estimate, which read
-# 2.8 times low on a slow day (docs/DEMO.md, 2026-12-04).
+# (priors of 40-115 s) and its evaluations but BM25's and MiniLM's (27-42 s) are above it: at
+# 60 s, the demo once never corrected its estimate, which read 2.8 times low on a slow day
+# (docs/DEMO.md, 2026-12-04).
 MIN_TIMED_SECONDS = 20.0
 # What the time-left message's priors go by, per domain: the tokens a stage-2 training pair
 # gives (query and positive, from the stage-2 logs: 1,122 a step of 16 on medical, 2,614 on
