@@ -11,7 +11,8 @@
 #      from (archive.py --stage1-weights; about 20 MB each, dropped once their readers are done),
 #      which the next --restore puts back, so a new checkout does not train them again. Before
 #      that last save, report.md and results.json are written again for the whole grid
-#      (--report-only), so a run of a part of it does not leave a report of that part only.
+#      (--report-only), so a run of a part of it does not leave a report of that part only
+#      (when only --domains, --settings, --methods and --seeds were given).
 #
 #   benchmarks/grid.sh                                          # the whole grid
 #   benchmarks/grid.sh --domains chemistry,code --settings open  # a part of it
@@ -23,10 +24,20 @@ out=reports/benchmark
 archive=benchmarks/results/grid-full
 mkdir -p logs
 [ -x .venv/bin/lbr ] || make install
-if pgrep -f "bin/lbr benchmark" > /dev/null; then
+# The process itself, not a shell whose command line names it (the archiving loop's does).
+if pgrep -f "^[^ ]*python[0-9.]* [^ ]*bin/lbr benchmark" > /dev/null; then
     echo "an lbr benchmark is already running (one heavy job at a time); not starting another" >&2
     exit 1
 fi
+# The whole grid's report at the end, unless a flag other than the part's scope changed the settings
+# (--eval-split dev, --budget ...): a report of the whole grid under other settings would refuse.
+whole_report=1
+for arg in "$@"; do
+    case "$arg" in
+        --domains|--settings|--methods|--seeds|--domains=*|--settings=*|--methods=*|--seeds=*) ;;
+        -*) whole_report=0 ;;
+    esac
+done
 .venv/bin/python benchmarks/archive.py --restore "$archive" "$out"
 nohup .venv/bin/lbr benchmark --seeds 0,1 --output "$out" "$@" > logs/benchmark.log 2>&1 &
 grid=$!
@@ -37,6 +48,6 @@ save() {
 }
 nohup bash -c "$(declare -f save); out=$out archive=$archive
     while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done
-    .venv/bin/lbr benchmark --seeds 0,1 --output $out --report-only > /dev/null || true
+    [ $whole_report = 0 ] || .venv/bin/lbr benchmark --seeds 0,1 --output \"\$out\" --report-only > /dev/null || true
     save --stage1-weights" > logs/archive.log 2>&1 &
 echo "grid running (pid $grid): tail -f logs/benchmark.log; archived to $archive every 5 minutes"

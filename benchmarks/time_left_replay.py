@@ -6,35 +6,51 @@ Each task takes the time that directory measured for it (training logs and resul
 and nothing in the directory is written.
 
     .venv/bin/python benchmarks/time_left_replay.py /tmp/fresh/reports/demo
-    .venv/bin/python benchmarks/time_left_replay.py reports/demo --build-seconds 35
+    .venv/bin/python benchmarks/time_left_replay.py reports/demo --domains code,medical
+
+A demo directory does not record the order of its --domains (give it again if it was not the
+default), and a `lbr benchmark` directory, whose methods, settings and seeds are not recorded
+either, is not what this replays.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import types
 from pathlib import Path
+from unittest import mock
 
 import lbr.experiments as experiments
+from lbr.errors import ConfigError
 from lbr.experiments import BUDGETS, Budget, Experiment
 
 LOAD_SECONDS = 10.0  # a training run's model load, which its log's throughput leaves out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="a finished lbr demo directory (its --output)")
+    parser.add_argument(
+        "--domains",
+        type=lambda text: text.split(","),
+        default=None,
+        help="the demo's --domains, in its order (default: the domains it has results for, in lbr's order)",
+    )
     parser.add_argument("--build-seconds", type=float, default=35.0, help="data building in all (35 s in the demo)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings_path = args.output / "experiment.json"
     if not settings_path.is_file():
         parser.error(f"{settings_path} does not exist: give a directory that lbr demo wrote")
     settings = json.loads(settings_path.read_text(encoding="utf-8"))
     budget = Budget(**settings["budget"]) if "budget" in settings else BUDGETS["demo"]
-    domains = [domain for domain in experiments.DOMAINS if (args.output / "results" / domain).is_dir()]
-    finished = Experiment(output=args.output, domains=domains, budget=budget, show_progress=False)
+    domains = args.domains or [d for d in experiments.DOMAINS if (args.output / "results" / d).is_dir()]
+    try:
+        finished = Experiment(output=args.output, domains=domains, budget=budget, show_progress=False)
+    except ConfigError as err:
+        parser.error(str(err))
     tasks = finished.tasks()
     builds = sum(kind == "build" for kind, _, _ in tasks)
     took = []
@@ -64,10 +80,11 @@ def main() -> None:
         replay.collect = lambda: []
         for kind in ("build", "stage1", "stage2", "evaluate"):
             setattr(replay, f"_{kind}", run_task)
-        experiments.time = types.SimpleNamespace(perf_counter=lambda: clock[0])
-        replay.run()
+        with mock.patch.object(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0])):
+            replay.run()
     print(f"taken in all: {experiments.duration_text(sum(took))}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

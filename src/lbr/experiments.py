@@ -64,19 +64,21 @@ UNTRAINED = ("bm25", "minilm", "base")
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Tasks expected to take less than this many seconds say little about the machine's speed (loading
 # dominates them), so the time-left estimate does not rescale by them. The demo's training runs
-# (priors of 40-115 s) and its evaluations but BM25's and MiniLM's (27-42 s) are above it: at
+# (priors of 40-115 s) and its evaluations but BM25's and MiniLM's (27-41 s) are above it: at
 # 60 s, the demo once never corrected its estimate, which read 2.8 times low on a slow day
 # (docs/DEMO.md, 2026-12-04).
 MIN_TIMED_SECONDS = 20.0
 # What the time-left message's priors go by, per domain: the tokens a stage-2 training pair
-# gives (query and positive, from the stage-2 logs: 1,122 a step of 16 on medical, 2,614 on
-# chemistry, 2,647 on code; the demo's data give the same), and an evaluation's time against
-# medical's (2,000 documents: 85 / 146 / 196 s on the Intel Xeon, 135 s for medical on the Zen 4).
+# gives as the stage-2 logs count them (1,122 tokens a step of 16 on medical, 2,614 on chemistry,
+# 2,647 on code; the demo's data give 70 / 175 / 171; LONG_PAIR_TOKENS's figures count a pair
+# differently), and an evaluation's time against medical's (2,000 documents: 85 / 146 / 196 s on
+# the Intel Xeon, 135 s for medical on the Zen 4). MiniLM's 10 s (3-11 measured) and BM25's 2 s
+# are under MIN_TIMED_SECONDS: they do not set the pace.
 # The seconds a step or a document are the Zen 4's (AMD EPYC family 25 model 17, 2026-12-06:
 # the demo and benchmarks/results/grid-full/train-logs), where the demo took 16.4 minutes;
 # the Intel Xeon of earlier sessions ran the same about 1.5 times faster. A run rescales them
 # by the tasks it has finished (`run`).
-PAIR_TOKENS = {"medical": 70, "chemistry": 165, "code": 165}
+PAIR_TOKENS = {"medical": 70, "chemistry": 163, "code": 165}
 ENCODE_COST = {"medical": 1.0, "chemistry": 1.7, "code": 2.2}
 # Settings added after an experiment directory was made take these values there.
 DEFAULT_RUN_SETTINGS = {
@@ -162,7 +164,7 @@ BUDGETS = {
     # (code alone, old budget: 20.3 against 8.2 minutes), and 8 + 8 steps took 28.2 minutes there; 6 + 6 took
     # 16.4 from a fresh clone on a Zen 4 EPYC with AVX512 (docs/DEMO.md).
     "demo": Budget(max_docs=200, stage1_steps=6, stage2_steps=6, stage1_batch_size=8, stage2_batch_size=8),
-    # A minute or two: for trying the command.
+    # For trying the command: priors of about 11 minutes for the three domains (not timed).
     "tiny": Budget(max_docs=120, stage1_steps=3, stage2_steps=3, stage1_batch_size=8, stage2_batch_size=8),
     # The benchmark (docs/RESULTS.md): one epoch of stage 1, where the bottleneck starts to pay
     # (round 3); stage 2 one epoch over the training pairs at lr 5e-4 (round 5: 60 steps, the
@@ -357,10 +359,12 @@ class Experiment:
                         if method in HAS_STAGE2:
                             steps = self.stage2_base_steps(domain, prior=True)
                             steps += matched_extra if method == "llm_cl_matched" else 0
-                            factor = 2.0 if method == "lbr" else 1.0  # the L_gen decoder pass (1.4-2.1x measured)
+                            # The L_gen decoder pass: 1.5-2.1x in the demo; 1.7x on chemistry and 1.4x on
+                            # code in the grid, 3.4x on medical (whose LLM+CL runs without checkpointing).
+                            factor = 2.0 if method == "lbr" else 1.0
                             seconds = 10 + steps * stage2_step(domain) * factor
                             tasks.append(("stage2", {**cell, "method": method, "seed": seed}, seconds))
-                        cost = {"bm25": 2.0, "minilm": 20.0}.get(method) or encode(domain)
+                        cost = {"bm25": 2.0, "minilm": 10.0}.get(method, encode(domain))
                         tasks.append(("evaluate", {**cell, "method": method, "seed": seed}, cost))
         return tasks
 
@@ -930,8 +934,11 @@ def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _speed(ratios: dict[tuple[str, str], list[float]], kind: str, domain: str) -> float:
     """Measured / prior seconds for a kind of task on a domain: the median of its own, else of
-    that kind on every domain, else of every task, else 1."""
-    for match in (lambda k, d: (k, d) == (kind, domain), lambda k, d: k == kind, lambda k, d: True):
+    that kind on every domain, else of every task, else 1. A training task does not borrow an
+    evaluation's ratio: model loading dominates those (the demo's first, untrained model took 1.8x
+    its prior, while its training ran at 0.9-1.3x), so one would set every training task's pace."""
+    borrows = (lambda k: True) if kind == "evaluate" else (lambda k: k != "evaluate")
+    for match in (lambda k, d: (k, d) == (kind, domain), lambda k, d: k == kind, lambda k, d: borrows(k)):
         values = [ratio for (k, d), found in ratios.items() if match(k, d) for ratio in found]
         if values:
             return statistics.median(values)
