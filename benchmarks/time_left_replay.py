@@ -19,9 +19,7 @@ import argparse
 import json
 import sys
 import tempfile
-import types
 from pathlib import Path
-from unittest import mock
 
 import lbr.experiments as experiments
 from lbr.errors import ConfigError
@@ -64,24 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         took.append(seconds + (LOAD_SECONDS if kind in ("stage1", "stage2") else 0.0))
 
     with tempfile.TemporaryDirectory() as scratch:
+        # An empty directory with every answer that would read it replaced: each task runs, and
+        # its estimate starts from the priors, as on a fresh machine.
         replay = Experiment(output=Path(scratch), domains=domains, budget=budget, show_progress=False)
-        clock = [0.0]
-        position = iter(range(len(tasks)))
-
-        def run_task(**_: object) -> bool:
-            clock[0] += took[next(position)]
-            return True
-
-        replay.tasks = lambda: tasks
         replay.done = lambda kind, task_args: False
         replay.resumes = lambda kind, task_args: False
         replay.resume_point = lambda kind, task_args: None
         replay.measured_seconds = lambda kind, task_args: None
-        replay.collect = lambda: []
-        for kind in ("build", "stage1", "stage2", "evaluate"):
-            setattr(replay, f"_{kind}", run_task)
-        with mock.patch.object(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0])):
-            replay.run()
+        position = iter(took)
+        experiments.run_on_clock(replay, tasks, lambda kind, task_args: next(position))
     print(f"taken in all: {experiments.duration_text(sum(took))}")
     return 0
 

@@ -26,12 +26,14 @@ selection may read the dev split; only the final evaluation reads ``qrels/test.t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import random
 import statistics
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1026,6 +1028,40 @@ def duration_text(seconds: float) -> str:
     if seconds >= 3600:
         return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def run_on_clock(
+    experiment: Experiment,
+    tasks: list[tuple[str, dict[str, Any], float]],
+    take: Callable[[str, dict[str, Any]], float | None],
+) -> None:
+    """Go through :meth:`Experiment.run` over `tasks` (what :meth:`Experiment.tasks` returns)
+    with no work done and time on a fake clock, so that its progress lines show what the
+    time-left message says. A task takes ``take(kind, args)`` seconds, or is skipped as already
+    done when that is None. The experiment's own answers (done, resumes, measured_seconds) stand
+    unless the caller replaced them; nothing else of it is changed afterwards. The tests and
+    benchmarks/time_left_replay.py check the estimate with it."""
+    from unittest import mock
+
+    clock = [0.0]
+
+    def task(kind: str) -> Callable[..., bool]:
+        def fake(**args: Any) -> bool:
+            seconds = take(kind, args)
+            if seconds is None:
+                return False
+            clock[0] += seconds
+            return True
+
+        return fake
+
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(experiment, "tasks", lambda: tasks))
+        patches.enter_context(mock.patch.object(experiment, "collect", lambda: []))
+        for kind in ("build", "stage1", "stage2", "evaluate"):
+            patches.enter_context(mock.patch.object(experiment, f"_{kind}", task(kind)))
+        patches.enter_context(mock.patch(f"{__name__}.time", types.SimpleNamespace(perf_counter=lambda: clock[0])))
+        experiment.run()
 
 
 def summarise(

@@ -815,33 +815,21 @@ def _finished_run(run_dir, seconds: float) -> None:
     (run_dir / "lbr_config.json").write_text("{}")
 
 
-def _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged=None, printed=None):
+def _timed_run(experiment, capsys, plan, seconds, logged=None, printed=None):
     """Run `plan` with fake tasks that take `seconds[(kind, seed)]` on a fake clock, a stage-2
     task leaving a finished run whose log says `logged[(method, seed)]` seconds; return the
     time-left part of each progress line, and put every printed line in `printed`."""
-    import types
+    from lbr.experiments import run_on_clock
 
-    import lbr.experiments as experiments
+    def take(kind, args):
+        if (kind, args["seed"]) not in seconds:
+            return None  # finished: skipped
+        if kind == "stage2" and (args["method"], args["seed"]) in (logged or {}):
+            run_dir = experiment.run_dir(args["domain"], args["setting"], args["method"], args["seed"])
+            _finished_run(run_dir, logged[(args["method"], args["seed"])])
+        return seconds[(kind, args["seed"])]
 
-    clock = [0.0]
-
-    def fake(kind):
-        def task(domain, setting, method, seed):
-            if (kind, seed) not in seconds:
-                return False  # finished: skipped
-            clock[0] += seconds[(kind, seed)]
-            if kind == "stage2" and (method, seed) in (logged or {}):
-                _finished_run(experiment.run_dir(domain, setting, method, seed), logged[(method, seed)])
-            return True
-
-        return task
-
-    monkeypatch.setattr(experiment, "tasks", lambda: plan)
-    monkeypatch.setattr(experiment, "_stage2", fake("stage2"))
-    monkeypatch.setattr(experiment, "_evaluate", fake("evaluate"))
-    monkeypatch.setattr(experiment, "collect", lambda: [])
-    monkeypatch.setattr(experiments, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    experiment.run()
+    run_on_clock(experiment, plan, take)
     lines = capsys.readouterr().out.splitlines()
     if printed is not None:
         printed.extend(lines)
@@ -870,7 +858,7 @@ def test_priors_grow_with_each_domains_tokens_a_pair_and_encoding_cost(tmp_path)
     assert 15 * 60 < sum(p for _, _, p in demo.tasks()) < 18 * 60
 
 
-def test_training_tasks_do_not_take_their_pace_from_an_evaluation(tmp_path, monkeypatch, capsys):
+def test_training_tasks_do_not_take_their_pace_from_an_evaluation(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     # The untrained model's evaluation takes 2x its prior (loading it first); training, not yet
@@ -878,11 +866,11 @@ def test_training_tasks_do_not_take_their_pace_from_an_evaluation(tmp_path, monk
     plan = [("evaluate", {**cell, "seed": 0}, 100.0), ("stage2", {**cell, "seed": 1}, 100.0)]
     plan += [("evaluate", {**cell, "seed": 1}, 100.0)]
     seconds = {("evaluate", 0): 200.0, ("stage2", 1): 100.0, ("evaluate", 1): 100.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     assert left == ["5m00s left)", "5m00s left)", "3m20s left)"]  # 3 x 100; 100 + 2 x 100; 2 x 100
 
 
-def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, monkeypatch, capsys):
+def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     plan = [("stage2", {**cell, "seed": seed}, 100.0) for seed in range(5)]
@@ -891,7 +879,7 @@ def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_pa
     (finished / "lbr_config.json").write_text("{}")
     # Seed 2 runs 10x slower than its prior (say, the process was paused); the others 2x.
     seconds = {("stage2", 1): 200.0, ("stage2", 2): 1000.0, ("stage2", 3): 200.0, ("stage2", 4): 200.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     # 4 pending x 100 s at the prior speed; the finished seed 0 counts for nothing.
     assert left[0] == "6m40s left)" and left[1] == "6m40s left)"
     assert left[2] == "10m00s left)"  # 3 x 100 s x 2
@@ -899,14 +887,14 @@ def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_pa
     assert left[4] == "3m20s left)"  # 1 x 100 s x median(2, 10, 2) = 2, where the mean would give 4.67
 
 
-def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_path, monkeypatch, capsys):
+def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     # Stage 2 runs 3x its prior, evaluation 1x: each kind's remaining work takes its own speed,
     # and a kind with no finished task yet borrows the others'.
     plan = [(kind, {**cell, "seed": seed}, 100.0) for seed in (1, 2) for kind in ("stage2", "evaluate")]
     seconds = {("stage2", 1): 300.0, ("evaluate", 1): 100.0, ("stage2", 2): 300.0, ("evaluate", 2): 100.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     assert left == ["6m40s left)", "15m00s left)", "6m40s left)", "1m40s left)"]
     # A resumed run (its directory exists, unfinished) and a task whose prior is under
     # MIN_TIMED_SECONDS (mostly loading) say nothing about speed: only seed 2 does (2x), where
@@ -915,18 +903,18 @@ def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_
     plan = [("stage2", {**cell, "seed": 0}, 100.0), ("stage2", {**cell, "seed": 1}, 10.0)]
     plan += [("stage2", {**cell, "seed": seed}, 100.0) for seed in (2, 3)]
     seconds = {("stage2", 0): 500.0, ("stage2", 1): 50.0, ("stage2", 2): 200.0, ("stage2", 3): 200.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     assert left[3] == "3m20s left)"  # 100 s x 2
 
 
-def test_time_left_learns_speed_from_demo_sized_runs(tmp_path, monkeypatch, capsys):
+def test_time_left_learns_speed_from_demo_sized_runs(tmp_path, capsys):
     # Training runs with priors of 40 s (the demo's were 30-50 s); on a day when they take 2.5x that, the
     # estimate must follow (it used to learn only from tasks with a prior of a minute or more).
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     plan = [("stage2", {**cell, "seed": seed}, 40.0) for seed in (1, 2, 3)]
     seconds = {("stage2", seed): 100.0 for seed in (1, 2, 3)}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     assert left == ["2m00s left)", "3m20s left)", "1m40s left)"]  # 3 x 40 s; then 2 x 40 x 2.5; 40 x 2.5
 
 
@@ -942,7 +930,7 @@ def _llm_cl_seed0_measured(experiment) -> None:
     result.write_text(json.dumps({"seconds": 50.0}))
 
 
-def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, monkeypatch, capsys):
+def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl", "lbr"), show_progress=False)
     _llm_cl_seed0_measured(experiment)  # 200 s to train, 50 s to evaluate
     cell = {"domain": "medical", "setting": "open"}
@@ -954,7 +942,7 @@ def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, mo
     ]
     seconds = {("stage2", 1): 340.0, ("stage2", 2): 400.0, ("evaluate", 1): 50.0}
     printed: list[str] = []
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds, logged={("lbr", 1): 400.0}, printed=printed)
+    left = _timed_run(experiment, capsys, plan, seconds, logged={("lbr", 1): 400.0}, printed=printed)
     # LLM+CL seed 1 takes seed 0's 200 s, its evaluation 50 s; LBR, never run, its prior x the
     # domain's measured / prior stage-2 time (2, counted once for the run): 200 + 200 + 200 + 50.
     assert left[0] == "10m50s left)"
@@ -967,7 +955,7 @@ def test_time_left_starts_from_the_runs_this_directory_has_measured(tmp_path, mo
     assert left[3] == "1m25s left)"
 
 
-def test_the_pace_is_the_median_over_the_tasks_measured_before(tmp_path, monkeypatch, capsys):
+def test_the_pace_is_the_median_over_the_tasks_measured_before(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     _llm_cl_seed0_measured(experiment)  # 200 s to train
     plan = [
@@ -975,7 +963,7 @@ def test_the_pace_is_the_median_over_the_tasks_measured_before(tmp_path, monkeyp
     ]
     # Seed 2 is paused for a while (2000 s, 10x); the others run at 2x: the median keeps 2x.
     seconds = {("stage2", 1): 400.0, ("stage2", 2): 2000.0, ("stage2", 3): 400.0, ("stage2", 4): 400.0}
-    left = _timed_run(experiment, monkeypatch, capsys, plan, seconds)
+    left = _timed_run(experiment, capsys, plan, seconds)
     assert left == ["13m20s left)", "20m00s left)", "40m00s left)", "6m40s left)"]  # 4 x 200, 3 x 400, 2 x 1200, 400
 
 
@@ -1030,14 +1018,14 @@ def test_measured_seconds_reads_the_same_finished_run_only(tmp_path):
     assert experiment.measured_seconds("stage2", task) == pytest.approx(18.0)
 
 
-def test_time_left_on_a_domain_with_nothing_measured_borrows_the_others(tmp_path, monkeypatch, capsys):
+def test_time_left_on_a_domain_with_nothing_measured_borrows_the_others(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("chemistry", "code"), methods=("llm_cl",), show_progress=False)
     _finished_run(experiment.run_dir("chemistry", "open", "llm_cl", 0), 300.0)  # 3x its prior
     plan = [
         ("stage2", {"domain": "chemistry", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
         ("stage2", {"domain": "code", "setting": "open", "method": "llm_cl", "seed": 1}, 100.0),
     ]
-    left = _timed_run(experiment, monkeypatch, capsys, plan, {})
+    left = _timed_run(experiment, capsys, plan, {})
     assert left[0] == "10m00s left)"  # chemistry's run measured (300 s); code's at chemistry's 3x
 
 
@@ -1090,18 +1078,18 @@ def _checkpoint_at(run_dir, step: int, total: int) -> None:
     (checkpoint / "state.json").write_text(json.dumps({"step": step, "total_steps": total}))
 
 
-def test_time_left_counts_a_resumed_run_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+def test_time_left_counts_a_resumed_run_from_its_checkpoint(tmp_path, capsys):
     experiment = Experiment(output=tmp_path, domains=("medical",), methods=("llm_cl",), show_progress=False)
     cell = {"domain": "medical", "setting": "open", "method": "llm_cl"}
     _checkpoint_at(experiment.run_dir("medical", "open", "llm_cl", 1), step=30, total=40)
     plan = [("stage2", {**cell, "seed": seed}, 100.0) for seed in (1, 2)]
-    left = _timed_run(experiment, monkeypatch, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
+    left = _timed_run(experiment, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
     assert left[0] == "2m05s left)"  # a quarter of seed 1's 100 s, then seed 2's 100 s
     # A checkpoint that cannot be read only stops the shortening.
     (tmp_path / "runs").rename(tmp_path / "old-runs")
     _checkpoint_at(experiment.run_dir("medical", "open", "llm_cl", 1), step=30, total=40)
     next((tmp_path / "runs").rglob("state.json")).write_text("{not json")
-    left = _timed_run(experiment, monkeypatch, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
+    left = _timed_run(experiment, capsys, plan, {("stage2", 1): 100.0, ("stage2", 2): 100.0})
     assert left[0] == "3m20s left)"
 
 

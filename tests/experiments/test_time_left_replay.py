@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lbr.experiments import BUDGETS, Experiment, duration_text
+
+REPLAY = Path(__file__).resolve().parents[2] / "benchmarks" / "time_left_replay.py"
+# Training times whose logged throughput (100 tokens / seconds) is exact in binary floating point.
+TRAIN_SECONDS = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
+
+
+def _replay_module():
+    spec = importlib.util.spec_from_file_location("time_left_replay", REPLAY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished_demo(output: Path) -> tuple[Experiment, list[float]]:
+    """A demo directory on medical whose every task has a measured time; the seconds each task
+    takes in the replay (a training run's log time + the model load, an evaluation's own)."""
+    experiment = Experiment(output=output, domains=("medical",), budget=BUDGETS["demo"], show_progress=False)
+    experiment.check_output()
+    took = []
+    for index, (kind, args, _) in enumerate(experiment.tasks()):
+        if kind == "build":
+            took.append(30.0)  # --build-seconds 30, one domain
+        elif kind == "evaluate":
+            path = experiment.result_path(**args)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"seconds": 60.0 + index}))
+            took.append(60.0 + index)
+        else:
+            seconds = TRAIN_SECONDS[index % len(TRAIN_SECONDS)]
+            run = experiment.task_dir(kind, **args)
+            run.mkdir(parents=True)
+            (run / "train_log.jsonl").write_text(json.dumps({"step": 1, "tokens": 100, "tokens_per_s": 100 / seconds}))
+            (run / "lbr_config.json").write_text("{}")
+            took.append(seconds + 10.0)  # LOAD_SECONDS
+    return experiment, took
+
+
+def test_replay_walks_the_measured_times_from_the_priors(tmp_path, capsys):
+    experiment, took = _finished_demo(tmp_path / "demo")
+    tasks = experiment.tasks()
+    before = {path: path.read_bytes() for path in (tmp_path / "demo").rglob("*") if path.is_file()}
+
+    assert _replay_module().main([str(tmp_path / "demo"), "--build-seconds", "30"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == len(tasks)
+    # Each line's elapsed time is the sum of the measured times before it, in the tasks' order.
+    for index, line in enumerate(progress):
+        kind, args, _ = tasks[index]
+        assert line.startswith(f"[{index + 1}/{len(tasks)}] {kind} ")
+        assert f"(elapsed {duration_text(sum(took[:index]))}," in line
+    # The first estimate is what a fresh machine would say: the sum of the priors.
+    assert re.search(r"about (\S+) left\)", progress[0]).group(1) == duration_text(sum(p for _, _, p in tasks))
+    assert lines[-1] == f"taken in all: {duration_text(sum(took))}"
+    # Nothing in the finished directory was written or added.
+    assert {path: path.read_bytes() for path in (tmp_path / "demo").rglob("*") if path.is_file()} == before
+
+
+def test_replay_refuses_a_directory_with_a_task_it_has_no_time_for(tmp_path, capsys):
+    experiment, _ = _finished_demo(tmp_path / "demo")
+    kind, args, _ = next(task for task in experiment.tasks() if task[0] == "evaluate")
+    experiment.result_path(**args).unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        _replay_module().main([str(tmp_path / "demo")])
+    assert exit_info.value.code == 2
+    assert f"has no measured time for evaluate {' '.join(map(str, args.values()))}" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        _replay_module().main([str(tmp_path / "missing")])
+    assert "experiment.json does not exist" in capsys.readouterr().err
