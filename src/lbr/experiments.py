@@ -1039,8 +1039,9 @@ def run_on_clock(
     with no work done and time on a fake clock, so that its progress lines show what the
     time-left message says. A task takes ``take(kind, args)`` seconds, or is skipped as already
     done when that is None. The experiment's own answers (done, resumes, measured_seconds) stand
-    unless the caller replaced them; nothing else of it is changed afterwards. The tests and
-    benchmarks/time_left_replay.py check the estimate with it."""
+    unless the caller replaced them; nothing is written to its output directory (its settings
+    are still checked against the directory's), and the experiment is left as it was. The tests
+    and benchmarks/time_left_replay.py check the estimate with it."""
     from unittest import mock
 
     clock = [0.0]
@@ -1058,6 +1059,8 @@ def run_on_clock(
     with contextlib.ExitStack() as patches:
         patches.enter_context(mock.patch.object(experiment, "tasks", lambda: tasks))
         patches.enter_context(mock.patch.object(experiment, "collect", lambda: []))
+        check = experiment.check_output
+        patches.enter_context(mock.patch.object(experiment, "check_output", lambda: check(record=False)))
         for kind in ("build", "stage1", "stage2", "evaluate"):
             patches.enter_context(mock.patch.object(experiment, f"_{kind}", task(kind)))
         patches.enter_context(mock.patch(f"{__name__}.time", types.SimpleNamespace(perf_counter=lambda: clock[0])))

@@ -885,6 +885,7 @@ def test_time_left_counts_pending_tasks_only_at_the_median_observed_speed(tmp_pa
     assert left[2] == "10m00s left)"  # 3 x 100 s x 2
     assert left[3] == "20m00s left)"  # median(2, 10) = 6: 2 x 100 s x 6
     assert left[4] == "3m20s left)"  # 1 x 100 s x median(2, 10, 2) = 2, where the mean would give 4.67
+    assert not (tmp_path / "experiment.json").exists()  # the fake-clock run writes nothing
 
 
 def test_time_left_learns_speed_per_kind_and_not_from_resumed_or_tiny_tasks(tmp_path, capsys):
