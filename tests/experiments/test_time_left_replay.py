@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lbr.experiments import BUDGETS, Experiment, duration_text
+from lbr.experiments import BUDGETS, Experiment, duration_text, task_label
+from tests.experiments.test_experiments import _finished_run
 
 REPLAY = Path(__file__).resolve().parents[2] / "benchmarks" / "time_left_replay.py"
 # Training times whose logged throughput (100 tokens / seconds) is exact in binary floating point.
@@ -37,10 +38,7 @@ def _finished_demo(output: Path) -> tuple[Experiment, list[float]]:
             took.append(60.0 + index)
         else:
             seconds = TRAIN_SECONDS[index % len(TRAIN_SECONDS)]
-            run = experiment.task_dir(kind, **args)
-            run.mkdir(parents=True)
-            (run / "train_log.jsonl").write_text(json.dumps({"step": 1, "tokens": 100, "tokens_per_s": 100 / seconds}))
-            (run / "lbr_config.json").write_text("{}")
+            _finished_run(experiment.task_dir(kind, **args), seconds)
             took.append(seconds + 10.0)  # LOAD_SECONDS
     return experiment, took
 
@@ -74,7 +72,7 @@ def test_replay_refuses_a_directory_with_a_task_it_has_no_time_for(tmp_path, cap
     with pytest.raises(SystemExit) as exit_info:
         _replay_module().main([str(tmp_path / "demo")])
     assert exit_info.value.code == 2
-    assert f"has no measured time for evaluate {' '.join(map(str, args.values()))}" in capsys.readouterr().err
+    assert f"has no measured time for evaluate {task_label(args)}" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
         _replay_module().main([str(tmp_path / "missing")])
