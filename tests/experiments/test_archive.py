@@ -1,23 +1,15 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "benchmarks" / "archive.py"
-
-
-def _archive_module():
-    spec = importlib.util.spec_from_file_location("archive", ARCHIVE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.experiments import benchmark_script
 
 
 def test_archive_keeps_small_files_and_restore_puts_results_back_without_overwriting(tmp_path):
-    archive = _archive_module()
+    archive = benchmark_script("archive")
     out = tmp_path / "bench"
     (out / "results/medical/open").mkdir(parents=True)
     (out / "experiment.json").write_text(json.dumps({"ib_weight": 1.0}))
@@ -68,7 +60,7 @@ def _finished_stage1(out: Path, name: str) -> Path:
 
 
 def test_stage1_weights_are_kept_while_a_reader_is_unevaluated_and_come_back_whole(tmp_path):
-    archive = _archive_module()
+    archive = benchmark_script("archive")
     out = tmp_path / "bench"
     (out / "results/medical/closed").mkdir(parents=True)
     (out / "experiment.json").write_text("{}")

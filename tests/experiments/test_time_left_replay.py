@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -8,18 +7,11 @@ from pathlib import Path
 import pytest
 
 from lbr.experiments import BUDGETS, Experiment, duration_text, task_label
+from tests.experiments import benchmark_script
 from tests.experiments.test_experiments import _finished_run
 
-REPLAY = Path(__file__).resolve().parents[2] / "benchmarks" / "time_left_replay.py"
 # Training times whose logged throughput (100 tokens / seconds) is exact in binary floating point.
 TRAIN_SECONDS = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
-
-
-def _replay_module():
-    spec = importlib.util.spec_from_file_location("time_left_replay", REPLAY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _finished_demo(output: Path) -> tuple[Experiment, list[float]]:
@@ -48,7 +40,7 @@ def test_replay_walks_the_measured_times_from_the_priors(tmp_path, capsys):
     tasks = experiment.tasks()
     before = {path: path.read_bytes() for path in (tmp_path / "demo").rglob("*") if path.is_file()}
 
-    assert _replay_module().main([str(tmp_path / "demo"), "--build-seconds", "30"]) == 0
+    assert benchmark_script("time_left_replay").main([str(tmp_path / "demo"), "--build-seconds", "30"]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     progress = [line for line in lines if line.startswith("[")]
@@ -70,10 +62,10 @@ def test_replay_refuses_a_directory_with_a_task_it_has_no_time_for(tmp_path, cap
     kind, args, _ = next(task for task in experiment.tasks() if task[0] == "evaluate")
     experiment.result_path(**args).unlink()
     with pytest.raises(SystemExit) as exit_info:
-        _replay_module().main([str(tmp_path / "demo")])
+        benchmark_script("time_left_replay").main([str(tmp_path / "demo")])
     assert exit_info.value.code == 2
     assert f"has no measured time for evaluate {task_label(args)}" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
-        _replay_module().main([str(tmp_path / "missing")])
+        benchmark_script("time_left_replay").main([str(tmp_path / "missing")])
     assert "experiment.json does not exist" in capsys.readouterr().err
