@@ -62,6 +62,8 @@ METHOD_LABELS = {
 # Which stage-1 run each method starts from (None: the bare LLM) and whether it has a stage 2.
 STAGE1_OF = {"clm_cl": "clm", "lbr_norefine": "ib", "lbr_unsup": "ib", "lbr": "ib"}
 UNTRAINED = ("bm25", "minilm", "base")
+# The rows that load no LLM (their own retrievers).
+NO_LLM = ("bm25", "minilm")
 # Methods that read no stage-1 corpus do not depend on the knowledge setting: run them once.
 SETTING_FREE = (*UNTRAINED, "llm_cl", "llm_cl_matched")
 # Tasks expected to take less than this many seconds say little about the machine's speed (loading
@@ -818,7 +820,7 @@ class Experiment:
             return False
         corpus, queries, qrels = load_beir(self.data_dir(domain), self.eval_split)
         started = time.perf_counter()
-        if method in ("bm25", "minilm"):
+        if method in NO_LLM:
             retriever = load_retriever(method, show_progress_bar=self.show_progress)
         elif method == "base":
             from lbr.modeling import LBRModel
@@ -941,7 +943,7 @@ def _finished(run_dir: Path) -> bool:
 
 def needs_model(kind: str, args: dict[str, Any]) -> bool:
     """Whether a task loads the LLM: every training run and every evaluation but BM25's and MiniLM's."""
-    return kind in ("stage1", "stage2") or (kind == "evaluate" and args["method"] not in ("bm25", "minilm"))
+    return kind in ("stage1", "stage2") or (kind == "evaluate" and args["method"] not in NO_LLM)
 
 
 def _run_name(args: dict[str, Any]) -> str:
