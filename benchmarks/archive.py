@@ -33,16 +33,22 @@ import shutil
 from pathlib import Path
 
 from lbr.experiments import STAGE1_OF
-from lbr.training.checkpoint import CHECKPOINT_DIR
+from lbr.training.checkpoint import CHECKPOINT_DIR, checkpoint_step, complete_checkpoints
+from lbr.training.trainer import LOG_NAME, RUN_CONFIG_NAME
 
 WEIGHTS_DIR = "stage1-weights"
+PARTIAL_DIR = "partial-runs"
+# Training time behind a stopped run's checkpoint below which it is not worth ~60 MB of history.
+MIN_PARTIAL_MINUTES = 10.0
 
 
-def archive(source: Path, target: Path, *, stage1_weights: bool = False) -> int:
+def archive(source: Path, target: Path, *, stage1_weights: bool = False, partial_runs: bool = False) -> int:
     """Copy the small files of `source` into `target`; return how many were copied.
 
     With `stage1_weights`, also copy the finished stage-1 runs that a method not yet evaluated
     on the test split starts from, and drop the copies of those whose readers are all evaluated.
+    With `partial_runs`, also keep the newest checkpoint of each run stopped part-way
+    (:func:`keep_partial_runs`).
     """
     if not (source / "experiment.json").exists():
         raise SystemExit(f"{source}: no experiment.json, so this is not an lbr benchmark output directory")
@@ -69,6 +75,58 @@ def archive(source: Path, target: Path, *, stage1_weights: bool = False) -> int:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(origin, destination)
             copied += 1
+    if partial_runs:
+        copied += keep_partial_runs(source, target)
+    return copied
+
+
+def trained_minutes(log: Path, step: int) -> float:
+    """Minutes of training up to `step` by a run's training log (each row's tokens over its
+    tokens a second); 0 for a log that is missing or does not say."""
+    seconds = 0.0
+    if not log.exists():
+        return seconds
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            if row["step"] <= step and row["tokens_per_s"] > 0:
+                seconds += row["tokens"] / row["tokens_per_s"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a row cut short by the kill, or one without timing
+    return seconds / 60
+
+
+def keep_partial_runs(source: Path, target: Path) -> int:
+    """Keep in `target` the newest complete checkpoint, settings and log of each run in `source`
+    stopped part-way with at least MIN_PARTIAL_MINUTES of training behind that checkpoint;
+    drop the kept copies of runs that `source` has finished since. Returns the files copied."""
+    copied = 0
+    for run in sorted(source.glob("runs/*/*/*")):
+        # A linked run directory is kept through the run it points to.
+        if run.name.endswith(".tmp") or run.is_symlink() or (run / "lbr_config.json").exists():
+            continue
+        checkpoints = complete_checkpoints(run)
+        if not checkpoints:
+            continue
+        newest = checkpoints[-1]
+        step = checkpoint_step(newest)
+        kept = target / PARTIAL_DIR / run.relative_to(source / "runs")
+        kept_steps = [checkpoint_step(path) for path in complete_checkpoints(kept)]
+        if (kept_steps and max(kept_steps) >= step) or trained_minutes(run / LOG_NAME, step) < MIN_PARTIAL_MINUTES:
+            continue
+        # Written beside the old copy and swapped in, so a kill here leaves one whole copy.
+        tmp = kept.with_name(kept.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(newest, tmp / CHECKPOINT_DIR / newest.name)
+        for name in (RUN_CONFIG_NAME, LOG_NAME):
+            if (run / name).exists():
+                shutil.copy2(run / name, tmp / name)
+        shutil.rmtree(kept, ignore_errors=True)
+        tmp.rename(kept)
+        copied += sum(1 for path in kept.rglob("*") if path.is_file())
+    for kept in sorted(target.glob(f"{PARTIAL_DIR}/*/*/*")):
+        if (source / "runs" / kept.relative_to(target / PARTIAL_DIR) / "lbr_config.json").exists():
+            shutil.rmtree(kept)
     return copied
 
 
@@ -125,10 +183,15 @@ def restore(archived: Path, output: Path) -> tuple[int, int]:
         shutil.copy2(archived / name, tmp)
         tmp.replace(destination)
         copied += 1
-    # Kept stage-1 runs go back whole or not at all: a half-copied run directory would look like
-    # a run stopped part-way. A run directory already there (finished or resuming) is left alone.
-    for run in sorted(archived.glob(f"{WEIGHTS_DIR}/*/*/*")):
-        destination = output / "runs" / run.relative_to(archived / WEIGHTS_DIR)
+    # Kept runs go back whole or not at all: a half-copied finished run would look like a run
+    # stopped part-way, a half-copied checkpoint like a damaged one. A run directory already there
+    # (finished or resuming) is left alone.
+    kept_runs = [(run, WEIGHTS_DIR) for run in sorted(archived.glob(f"{WEIGHTS_DIR}/*/*/*"))]
+    kept_runs += [(run, PARTIAL_DIR) for run in sorted(archived.glob(f"{PARTIAL_DIR}/*/*/*"))]
+    for run, kind in kept_runs:
+        if run.name.endswith(".tmp"):
+            continue
+        destination = output / "runs" / run.relative_to(archived / kind)
         files = sum(1 for path in run.rglob("*") if path.is_file())
         if destination.exists():
             kept += files
@@ -153,12 +216,19 @@ def main() -> None:
         action="store_true",
         help="also keep the finished stage-1 runs that a method still to be evaluated starts from (about 20 MB each)",
     )
+    parser.add_argument(
+        "--partial-runs",
+        action="store_true",
+        help=f"also keep the newest checkpoint of each run stopped part-way after {MIN_PARTIAL_MINUTES:g}+ minutes "
+        "of training (about 60 MB each), for the next checkout to resume",
+    )
     args = parser.parse_args()
     if args.restore:
         copied, kept = restore(args.source, args.target)
         print(f"restored {copied} files to {args.target}; kept {kept} already there")
         return
-    print(f"copied {archive(args.source, args.target, stage1_weights=args.stage1_weights)} files to {args.target}")
+    copied = archive(args.source, args.target, stage1_weights=args.stage1_weights, partial_runs=args.partial_runs)
+    print(f"copied {copied} files to {args.target}")
 
 
 if __name__ == "__main__":

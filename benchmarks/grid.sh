@@ -9,7 +9,10 @@
 #      benchmarks/results/grid-full and commit them there; once when it stops (finished, failed
 #      or killed), the same plus the stage-1 runs that a method still to be evaluated starts
 #      from (archive.py --stage1-weights; about 20 MB each, dropped once their readers are done),
-#      which the next --restore puts back, so a new checkout does not train them again. Before
+#      which the next --restore puts back, so a new checkout does not train them again; and the
+#      newest checkpoint of a run the stop cut short, if 10 minutes or more of training stand
+#      behind it (archive.py --partial-runs; about 60 MB, dropped once the run finishes), which
+#      --restore puts back for the next grid to resume from instead of step 0. Before
 #      that last save, report.md and results.json are written again for the whole grid
 #      (--report-only), so a run of a part of it does not leave a report of that part only
 #      (when only --domains, --settings, --methods and --seeds were given).
@@ -49,5 +52,5 @@ save() {
 nohup bash -c "$(declare -f save); out=$out archive=$archive
     while kill -0 $grid 2> /dev/null; do sleep ${GRID_ARCHIVE_SECONDS:-300}; save || true; done
     [ $whole_report = 0 ] || .venv/bin/lbr benchmark --seeds 0,1 --output \"\$out\" --report-only > /dev/null || true
-    save --stage1-weights" > logs/archive.log 2>&1 &
+    save --stage1-weights --partial-runs" > logs/archive.log 2>&1 &
 echo "grid running (pid $grid): tail -f logs/benchmark.log; archived to $archive every 5 minutes"

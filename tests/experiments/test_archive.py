@@ -100,3 +100,72 @@ def test_stage1_weights_are_kept_while_a_reader_is_unevaluated_and_come_back_who
     (out / "results/medical/closed/lbr-seed0.json").write_text("{}")
     archive.archive(out, kept, stage1_weights=True)
     assert not list((kept / archive.WEIGHTS_DIR).rglob("*.safetensors"))
+
+
+def _checkpoint(run: Path, step: int) -> Path:
+    checkpoint = run / f"checkpoints/step-{step:06d}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainable.safetensors").write_bytes(f"weights at {step}".encode())
+    (checkpoint / "state.json").write_text(json.dumps({"step": step}))
+    return checkpoint
+
+
+def _stopped_run(out: Path, name: str, step_seconds: float, steps: int) -> Path:
+    run = out / "runs/code/closed" / name
+    run.mkdir(parents=True)
+    (run / "run_config.json").write_text('{"seed": 1}')
+    rows = [{"step": s, "tokens": 100, "tokens_per_s": 100 / step_seconds} for s in range(1, steps + 1)]
+    (run / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": ')
+    return run
+
+
+def test_a_run_stopped_part_way_keeps_its_newest_checkpoint_and_resumes_from_it_on_a_new_checkout(tmp_path):
+    archive = benchmark_script("archive")
+    from lbr.training.checkpoint import complete_checkpoints
+
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "experiment.json").write_text("{}")
+    # 30 steps of 25 s: 12.5 minutes up to the step-30 checkpoint (the log's last row is cut short).
+    stage2 = _stopped_run(out, "lbr-seed1", step_seconds=25, steps=33)
+    _checkpoint(stage2, 25)
+    _checkpoint(stage2, 30)
+    (stage2 / "checkpoints/step-000035.tmp").mkdir()  # killed while writing
+    # 25 steps of 20 s: 8.3 minutes, cheaper to repeat than to keep.
+    short = _stopped_run(out, "lbr_norefine-seed1", step_seconds=20, steps=25)
+    _checkpoint(short, 25)
+    assert archive.trained_minutes(stage2 / "train_log.jsonl", 30) == pytest.approx(12.5)
+    assert archive.trained_minutes(stage2 / "missing.jsonl", 30) == 0
+
+    kept_root = tmp_path / "kept"
+    archive.archive(out, kept_root)
+    assert not (kept_root / archive.PARTIAL_DIR).exists()  # only when asked
+    archive.archive(out, kept_root, partial_runs=True)
+    kept = kept_root / archive.PARTIAL_DIR / "code/closed"
+    assert sorted(p.name for p in kept.iterdir()) == ["lbr-seed1"]
+    assert sorted(p.name for p in (kept / "lbr-seed1/checkpoints").iterdir()) == ["step-000030"]
+    assert (kept / "lbr-seed1/run_config.json").read_text() == '{"seed": 1}'
+    assert (kept / "lbr-seed1/checkpoints/step-000030/trainable.safetensors").read_bytes() == b"weights at 30"
+    assert archive.keep_partial_runs(out, kept_root) == 0  # the same checkpoint: nothing to copy again
+
+    # The run goes on to a newer checkpoint before the next stop: it replaces the kept one.
+    _checkpoint(stage2, 50)
+    assert archive.keep_partial_runs(out, kept_root) == 4  # the checkpoint's two files, settings, log
+    assert sorted(p.name for p in (kept / "lbr-seed1/checkpoints").iterdir()) == ["step-000050"]
+    assert not list(kept_root.rglob("*.tmp"))
+
+    # A new checkout: the run comes back where `lbr benchmark` resumes it; one already there is left alone.
+    fresh = tmp_path / "fresh"
+    mine = fresh / "runs/code/closed/lbr-seed1"
+    archive.restore(kept_root, fresh)
+    assert [p.name for p in complete_checkpoints(mine)] == ["step-000050"]
+    assert (mine / "checkpoints/step-000050/trainable.safetensors").read_bytes() == b"weights at 50"
+    assert (mine / "train_log.jsonl").read_text() == (stage2 / "train_log.jsonl").read_text()
+    (mine / "checkpoints/step-000050/trainable.safetensors").write_bytes(b"trained further here")
+    archive.restore(kept_root, fresh)
+    assert (mine / "checkpoints/step-000050/trainable.safetensors").read_bytes() == b"trained further here"
+
+    # Once the run has finished, its kept checkpoint goes.
+    (stage2 / "lbr_config.json").write_text("{}")
+    archive.archive(out, kept_root, partial_runs=True)
+    assert not list((kept_root / archive.PARTIAL_DIR).rglob("*.safetensors"))
