@@ -7,11 +7,11 @@ training log. Rerun as cells finish: files are overwritten with their newer vers
     python benchmarks/archive.py reports/benchmark benchmarks/results/grid-full
 
 `--restore` goes the other way, for a machine that lost the output directory (a new checkout):
-it copies experiment.json, the result files and the finished runs' training logs into a new or
-partial output directory, where `lbr benchmark` with the same settings then counts those
-evaluations as done, trains only the rest, and counts the compute-matched baseline's steps
-from the logs. A file already in the output directory is never overwritten, and an output
-directory made with other settings is refused.
+it copies experiment.json, the result files and the finished runs' training logs (and the runs
+kept by the two options below) into a new or partial output directory, where `lbr benchmark`
+with the same settings then counts those evaluations as done, trains only the rest, and counts
+the compute-matched baseline's steps from the logs. A file already in the output directory is
+never overwritten, and an output directory made with other settings is refused.
 
     python benchmarks/archive.py --restore benchmarks/results/grid-full reports/benchmark
 
@@ -23,6 +23,15 @@ then leaves the next one the run itself, not an hour of training to repeat; `--r
 back in `runs/` as a finished run. Each kept run is about 20 MB (SmolLM2's LoRA adapter), and
 it stays in the repository's history, so `benchmarks/grid.sh` keeps weights only when the
 grid stops, not at every periodic save.
+
+`--partial-runs` also keeps each training run stopped part-way (a session's end killed it) with
+at least MIN_PARTIAL_MINUTES of training behind its newest readable checkpoint: that checkpoint,
+the run's settings and its training log, in `partial-runs/<domain>/<setting>/<run>/`, replacing
+an older kept checkpoint of the same run, and dropped once the run's result (a stage-1 run's
+readers' results) exists. `--restore` puts it back in `runs/` unless that result came back too,
+and `lbr benchmark` resumes the run from it instead of from step 0. A kept checkpoint is about
+60 MB for SmolLM2 (the trainable tensors and the optimiser's two moments), so a shorter stretch
+of training is cheaper to repeat than to keep in the history.
 """
 
 from __future__ import annotations
@@ -33,7 +42,13 @@ import shutil
 from pathlib import Path
 
 from lbr.experiments import STAGE1_OF
-from lbr.training.checkpoint import CHECKPOINT_DIR, checkpoint_step, complete_checkpoints
+from lbr.training.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    checkpoint_step,
+    complete_checkpoints,
+    load_checkpoint,
+)
 from lbr.training.trainer import LOG_NAME, RUN_CONFIG_NAME
 
 WEIGHTS_DIR = "stage1-weights"
@@ -96,36 +111,63 @@ def trained_minutes(log: Path, step: int) -> float:
     return seconds / 60
 
 
+def run_still_needed(output: Path, run: Path) -> bool:
+    """Whether run `run` (runs/<domain>/<setting>/<run>, in `output` or in an archive) is still
+    read: a stage-1 run by a method without a test result, a stage-2 run by its own method's."""
+    domain, setting, run_name = run.parts[-3:]
+    if run_name.startswith("stage1-"):
+        return bool(pending_readers(output, run))
+    # Setting-free methods (LLM+CL and its compute-matched run) run in "any", filed by domain.
+    results = output / "results" / domain / ("" if setting == "any" else setting)
+    return not (results / f"{run_name}.json").exists()
+
+
+def newest_readable(run: Path) -> Path | None:
+    """The newest checkpoint of `run` that loads, as the trainer's resume would pick it (it steps
+    back past a damaged one, which it keeps); None if none does."""
+    for checkpoint in reversed(complete_checkpoints(run)):
+        try:
+            load_checkpoint(checkpoint)
+        except CheckpointError:
+            continue
+        return checkpoint
+    return None
+
+
 def keep_partial_runs(source: Path, target: Path) -> int:
-    """Keep in `target` the newest complete checkpoint, settings and log of each run in `source`
-    stopped part-way with at least MIN_PARTIAL_MINUTES of training behind that checkpoint;
-    drop the kept copies of runs that `source` has finished since. Returns the files copied."""
+    """Keep in `target` the newest readable checkpoint, settings and log of each run in `source`
+    stopped part-way with at least MIN_PARTIAL_MINUTES of training behind that checkpoint, in
+    place of an older kept one; drop the kept copies of runs no method reads any more (a run that
+    finished but has no result yet keeps its copy: its model is not archived). Returns the files
+    copied."""
+    for leftover in target.glob(f"{PARTIAL_DIR}/*/*/*.tmp"):
+        shutil.rmtree(leftover)  # a save killed part-way
     copied = 0
     for run in sorted(source.glob("runs/*/*/*")):
         # A linked run directory is kept through the run it points to.
         if run.name.endswith(".tmp") or run.is_symlink() or (run / "lbr_config.json").exists():
             continue
-        checkpoints = complete_checkpoints(run)
-        if not checkpoints:
+        newest = newest_readable(run)
+        if newest is None or trained_minutes(run / LOG_NAME, checkpoint_step(newest)) < MIN_PARTIAL_MINUTES:
             continue
-        newest = checkpoints[-1]
-        step = checkpoint_step(newest)
         kept = target / PARTIAL_DIR / run.relative_to(source / "runs")
-        kept_steps = [checkpoint_step(path) for path in complete_checkpoints(kept)]
-        if (kept_steps and max(kept_steps) >= step) or trained_minutes(run / LOG_NAME, step) < MIN_PARTIAL_MINUTES:
-            continue
-        # Written beside the old copy and swapped in, so a kill here leaves one whole copy.
+        if [path.name for path in complete_checkpoints(kept)] == [newest.name]:
+            continue  # already kept
+        # Written beside the old copy and swapped in by renames: a kill leaves the old copy or
+        # the new one whole, and any *.tmp left over is removed by the next save.
         tmp = kept.with_name(kept.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        old = kept.with_name(kept.name + ".old.tmp")
         shutil.copytree(newest, tmp / CHECKPOINT_DIR / newest.name)
         for name in (RUN_CONFIG_NAME, LOG_NAME):
             if (run / name).exists():
                 shutil.copy2(run / name, tmp / name)
-        shutil.rmtree(kept, ignore_errors=True)
+        if kept.exists():
+            kept.rename(old)
         tmp.rename(kept)
+        shutil.rmtree(old, ignore_errors=True)
         copied += sum(1 for path in kept.rglob("*") if path.is_file())
     for kept in sorted(target.glob(f"{PARTIAL_DIR}/*/*/*")):
-        if (source / "runs" / kept.relative_to(target / PARTIAL_DIR) / "lbr_config.json").exists():
+        if not run_still_needed(source, kept):
             shutil.rmtree(kept)
     return copied
 
@@ -158,8 +200,9 @@ def stage1_weight_files(source: Path, target: Path) -> list[tuple[Path, Path]]:
 
 
 def restore(archived: Path, output: Path) -> tuple[int, int]:
-    """Copy an archive's experiment.json and result files into `output`, keeping any file
-    already there; return (copied, kept)."""
+    """Copy an archive's experiment.json, result files and training logs into `output`, then its
+    kept stage-1 runs and the checkpoints of runs stopped part-way that are still needed, keeping
+    any file or run directory already there; return (copied, kept)."""
     settings = archived / "experiment.json"
     if not settings.exists():
         raise SystemExit(f"{archived}: no experiment.json, so this is not an archived lbr benchmark")
@@ -192,6 +235,8 @@ def restore(archived: Path, output: Path) -> tuple[int, int]:
         if run.name.endswith(".tmp"):
             continue
         destination = output / "runs" / run.relative_to(archived / kind)
+        if kind == PARTIAL_DIR and not run_still_needed(output, destination):
+            continue  # its result came back above; resuming it would never finish it again
         files = sum(1 for path in run.rglob("*") if path.is_file())
         if destination.exists():
             kept += files

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Keep the full grid going across sessions whose disks may not survive:
 #   1. set up .venv if it is missing (make install);
-#   2. put the archived results, settings and training logs back into reports/benchmark
-#      (archive.py --restore never overwrites a file, and refuses other settings);
+#   2. put the archived results, settings, training logs and kept runs (below) back into
+#      reports/benchmark (archive.py --restore never overwrites a file or a run directory, and
+#      refuses other settings);
 #   3. start `lbr benchmark --seeds 0,1` with any extra flags given here, in the background
 #      (it resumes: finished runs and evaluations are skipped);
 #   4. every 5 minutes while it runs, archive the finished evaluations and training logs into
@@ -10,9 +11,9 @@
 #      or killed), the same plus the stage-1 runs that a method still to be evaluated starts
 #      from (archive.py --stage1-weights; about 20 MB each, dropped once their readers are done),
 #      which the next --restore puts back, so a new checkout does not train them again; and the
-#      newest checkpoint of a run the stop cut short, if 10 minutes or more of training stand
-#      behind it (archive.py --partial-runs; about 60 MB, dropped once the run finishes), which
-#      --restore puts back for the next grid to resume from instead of step 0. Before
+#      newest readable checkpoint of a run the stop cut short, if 10 minutes or more of training
+#      stand behind it (archive.py --partial-runs; about 60 MB, dropped once the run's result
+#      exists), which --restore puts back for the next grid to resume from instead of step 0. Before
 #      that last save, report.md and results.json are written again for the whole grid
 #      (--report-only), so a run of a part of it does not leave a report of that part only
 #      (when only --domains, --settings, --methods and --seeds were given).
@@ -45,7 +46,7 @@ done
 nohup .venv/bin/lbr benchmark --seeds 0,1 --output "$out" "$@" > logs/benchmark.log 2>&1 &
 grid=$!
 save() {
-    .venv/bin/python benchmarks/archive.py "$@" "$out" "$archive" > /dev/null
+    .venv/bin/python benchmarks/archive.py "$@" "$out" "$archive" > /dev/null || return 1  # commit no half-save
     git add "$archive"
     git diff --cached --quiet -- "$archive" || git commit -q -m "grid: archive finished evaluations and training logs" -- "$archive"
 }

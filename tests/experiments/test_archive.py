@@ -103,11 +103,19 @@ def test_stage1_weights_are_kept_while_a_reader_is_unevaluated_and_come_back_who
 
 
 def _checkpoint(run: Path, step: int) -> Path:
-    checkpoint = run / f"checkpoints/step-{step:06d}"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainable.safetensors").write_bytes(f"weights at {step}".encode())
-    (checkpoint / "state.json").write_text(json.dumps({"step": step}))
-    return checkpoint
+    """A real checkpoint of a one-tensor model at `step` (its weight is the step)."""
+    import torch
+
+    from lbr.training.checkpoint import save_checkpoint
+
+    weight = torch.nn.Parameter(torch.full((3,), float(step)))
+    optimizer = torch.optim.AdamW([weight])
+    weight.grad = torch.ones(3)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return save_checkpoint(
+        run, step, trainable={"w": weight}, optimizer=optimizer, scheduler=scheduler, extra={}, keep=10
+    )
 
 
 def _stopped_run(out: Path, name: str, step_seconds: float, steps: int) -> Path:
@@ -121,16 +129,19 @@ def _stopped_run(out: Path, name: str, step_seconds: float, steps: int) -> Path:
 
 def test_a_run_stopped_part_way_keeps_its_newest_checkpoint_and_resumes_from_it_on_a_new_checkout(tmp_path):
     archive = benchmark_script("archive")
-    from lbr.training.checkpoint import complete_checkpoints
+    from lbr.training.checkpoint import complete_checkpoints, load_checkpoint
 
     out = tmp_path / "bench"
-    out.mkdir()
+    (out / "results/code/closed").mkdir(parents=True)
     (out / "experiment.json").write_text("{}")
     # 30 steps of 25 s: 12.5 minutes up to the step-30 checkpoint (the log's last row is cut short).
     stage2 = _stopped_run(out, "lbr-seed1", step_seconds=25, steps=33)
     _checkpoint(stage2, 25)
     _checkpoint(stage2, 30)
     (stage2 / "checkpoints/step-000035.tmp").mkdir()  # killed while writing
+    # A newer checkpoint that does not load: the trainer would step back past it, and so does the archive.
+    (stage2 / "checkpoints/step-000032").mkdir()
+    (stage2 / "checkpoints/step-000032/state.json").write_text('{"step": 32, "scheduler": {}}')
     # 25 steps of 20 s: 8.3 minutes, cheaper to repeat than to keep.
     short = _stopped_run(out, "lbr_norefine-seed1", step_seconds=20, steps=25)
     _checkpoint(short, 25)
@@ -145,27 +156,42 @@ def test_a_run_stopped_part_way_keeps_its_newest_checkpoint_and_resumes_from_it_
     assert sorted(p.name for p in kept.iterdir()) == ["lbr-seed1"]
     assert sorted(p.name for p in (kept / "lbr-seed1/checkpoints").iterdir()) == ["step-000030"]
     assert (kept / "lbr-seed1/run_config.json").read_text() == '{"seed": 1}'
-    assert (kept / "lbr-seed1/checkpoints/step-000030/trainable.safetensors").read_bytes() == b"weights at 30"
     assert archive.keep_partial_runs(out, kept_root) == 0  # the same checkpoint: nothing to copy again
 
-    # The run goes on to a newer checkpoint before the next stop: it replaces the kept one.
+    # The run goes on to a newer checkpoint before the next stop: it replaces the kept one, and a
+    # copy a killed save left behind goes.
     _checkpoint(stage2, 50)
-    assert archive.keep_partial_runs(out, kept_root) == 4  # the checkpoint's two files, settings, log
+    (kept / "lbr-seed1.tmp").mkdir()
+    assert archive.keep_partial_runs(out, kept_root) == 7  # the checkpoint's five files, settings, log
     assert sorted(p.name for p in (kept / "lbr-seed1/checkpoints").iterdir()) == ["step-000050"]
     assert not list(kept_root.rglob("*.tmp"))
 
-    # A new checkout: the run comes back where `lbr benchmark` resumes it; one already there is left alone.
+    # A new checkout: the run comes back, loadable, where `lbr benchmark` resumes it; one already
+    # there is left alone.
     fresh = tmp_path / "fresh"
     mine = fresh / "runs/code/closed/lbr-seed1"
     archive.restore(kept_root, fresh)
     assert [p.name for p in complete_checkpoints(mine)] == ["step-000050"]
-    assert (mine / "checkpoints/step-000050/trainable.safetensors").read_bytes() == b"weights at 50"
+    restored = load_checkpoint(mine / "checkpoints/step-000050")
+    assert (
+        restored["trainable"]["w"].tolist()
+        == load_checkpoint(stage2 / "checkpoints/step-000050")["trainable"]["w"].tolist()
+    )
     assert (mine / "train_log.jsonl").read_text() == (stage2 / "train_log.jsonl").read_text()
-    (mine / "checkpoints/step-000050/trainable.safetensors").write_bytes(b"trained further here")
+    (mine / "run_config.json").write_text("mine")
     archive.restore(kept_root, fresh)
-    assert (mine / "checkpoints/step-000050/trainable.safetensors").read_bytes() == b"trained further here"
+    assert (mine / "run_config.json").read_text() == "mine"
 
-    # Once the run has finished, its kept checkpoint goes.
+    # Finished but not yet evaluated: the model is not archived, so the checkpoint stays kept.
     (stage2 / "lbr_config.json").write_text("{}")
+    archive.archive(out, kept_root, partial_runs=True)
+    assert (kept / "lbr-seed1/checkpoints/step-000050").exists()
+    # Evaluated: the kept checkpoint goes, and a checkout whose result came back does not restore it.
+    newer = tmp_path / "newer"
+    (newer / "results/code/closed").mkdir(parents=True)
+    (newer / "results/code/closed/lbr-seed1.json").write_text("{}")
+    archive.restore(kept_root, newer)
+    assert not (newer / "runs/code/closed/lbr-seed1").exists()
+    (out / "results/code/closed/lbr-seed1.json").write_text("{}")
     archive.archive(out, kept_root, partial_runs=True)
     assert not list((kept_root / archive.PARTIAL_DIR).rglob("*.safetensors"))
