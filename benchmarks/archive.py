@@ -41,13 +41,12 @@ import json
 import shutil
 from pathlib import Path
 
-from lbr.experiments import STAGE1_OF
+from lbr.experiments import STAGE1_OF, result_file, run_finished
 from lbr.training.checkpoint import (
     CHECKPOINT_DIR,
-    CheckpointError,
     checkpoint_step,
     complete_checkpoints,
-    load_checkpoint,
+    newest_readable,
 )
 from lbr.training.trainer import LOG_NAME, RUN_CONFIG_NAME
 
@@ -78,7 +77,7 @@ def archive(source: Path, target: Path, *, stage1_weights: bool = False, partial
     # runs/<domain>/<setting>/<run>/, finished runs only (linked runs included): the training log
     # and the run's settings (which, for one, say whether it used gradient checkpointing).
     for run in sorted(source.glob("runs/*/*/*")):
-        if (run / "lbr_config.json").exists() and not run.name.endswith(".tmp"):
+        if run_finished(run) and not run.name.endswith(".tmp"):
             domain, setting, name = run.parts[-3:]
             for file, suffix in (("train_log.jsonl", ".jsonl"), ("run_config.json", ".run_config.json")):
                 pairs.append((run / file, target / "train-logs" / f"{domain}-{setting}-{name}{suffix}"))
@@ -117,21 +116,8 @@ def run_still_needed(output: Path, run: Path) -> bool:
     domain, setting, run_name = run.parts[-3:]
     if run_name.startswith("stage1-"):
         return bool(pending_readers(output, run))
-    # Setting-free methods (LLM+CL and its compute-matched run) run in "any", filed by domain.
-    results = output / "results" / domain / ("" if setting == "any" else setting)
-    return not (results / f"{run_name}.json").exists()
-
-
-def newest_readable(run: Path) -> Path | None:
-    """The newest checkpoint of `run` that loads, as the trainer's resume would pick it (it steps
-    back past a damaged one, which it keeps); None if none does."""
-    for checkpoint in reversed(complete_checkpoints(run)):
-        try:
-            load_checkpoint(checkpoint)
-        except CheckpointError:
-            continue
-        return checkpoint
-    return None
+    method, seed = run_name.rsplit("-seed", 1)
+    return not result_file(output / "results", domain, setting, method, int(seed)).exists()
 
 
 def keep_partial_runs(source: Path, target: Path) -> int:
@@ -145,9 +131,10 @@ def keep_partial_runs(source: Path, target: Path) -> int:
     copied = 0
     for run in sorted(source.glob("runs/*/*/*")):
         # A linked run directory is kept through the run it points to.
-        if run.name.endswith(".tmp") or run.is_symlink() or (run / "lbr_config.json").exists():
+        if run.name.endswith(".tmp") or run.is_symlink() or run_finished(run):
             continue
-        newest = newest_readable(run)
+        found, _ = newest_readable(run)  # as the trainer's resume picks it: damaged newer ones stay behind
+        newest = found[0] if found else None
         if newest is None or trained_minutes(run / LOG_NAME, checkpoint_step(newest)) < MIN_PARTIAL_MINUTES:
             continue
         kept = target / PARTIAL_DIR / run.relative_to(source / "runs")
@@ -186,7 +173,7 @@ def stage1_weight_files(source: Path, target: Path) -> list[tuple[Path, Path]]:
     reads; removes from `target` the kept runs that no method reads any more."""
     pairs: list[tuple[Path, Path]] = []
     for run in sorted(source.glob("runs/*/*/stage1-*")):
-        if run.name.endswith(".tmp") or not (run / "lbr_config.json").exists() or not pending_readers(source, run):
+        if run.name.endswith(".tmp") or not run_finished(run) or not pending_readers(source, run):
             continue
         kept = target / WEIGHTS_DIR / run.relative_to(source / "runs")
         for path in sorted(run.rglob("*")):

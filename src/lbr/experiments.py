@@ -43,6 +43,7 @@ from lbr.config import ModelConfig, Stage1Config, Stage2Config, TrainConfig
 from lbr.data.builders import BUILDER_VERSION, built_version
 from lbr.data.jsonl import iter_jsonl, write_jsonl
 from lbr.errors import ConfigError
+from lbr.integrations.model_card import LBR_CONFIG_NAME
 
 DOMAINS = ("medical", "chemistry", "code")
 SETTINGS = ("open", "closed")
@@ -201,6 +202,17 @@ class PlannedTask:
         return task_label(self.args)
 
 
+def result_file(root: Path, domain: str, setting: str, method: str, seed: int) -> Path:
+    """Where the result of a cell lies under a results directory ``root``. Methods without
+    training depend on neither the setting nor the seed, LLM+CL and its compute-matched run
+    not on the setting: one file serves all the cells they stand in."""
+    if method in UNTRAINED:
+        return root / domain / f"{method}.json"
+    if method in SETTING_FREE:
+        return root / domain / f"{method}-seed{seed}.json"
+    return root / domain / setting / f"{method}-seed{seed}.json"
+
+
 @dataclass
 class Experiment:
     """A grid of cells and the settings they share."""
@@ -300,13 +312,8 @@ class Experiment:
         return self.output / "runs" / domain / setting / f"{name}-seed{seed}"
 
     def result_path(self, domain: str, setting: str, method: str, seed: int) -> Path:
-        # Methods without training do not depend on the setting or the seed: one cell serves all.
         root = self.output / ("results" if self.eval_split == "test" else f"results-{self.eval_split}")
-        if method in UNTRAINED:
-            return root / domain / f"{method}.json"
-        if method in SETTING_FREE:
-            return root / domain / f"{method}-seed{seed}.json"
-        return root / domain / setting / f"{method}-seed{seed}.json"
+        return result_file(root, domain, setting, method, seed)
 
     # ------------------------------------------------------------------ the plan
     def tasks(self) -> list[tuple[str, dict[str, Any], float]]:
@@ -480,7 +487,7 @@ class Experiment:
             for log in (self.output / "train-logs").glob(f"{domain}-*-{run}-seed*.jsonl"):
                 logs[tuple(log.stem.split("-", 2)[1:])] = log
             for run_dir in (self.output / "runs" / domain).glob(f"*/{run}-seed*"):
-                if _finished(run_dir):
+                if run_finished(run_dir):
                     logs[(run_dir.parent.name, run_dir.name)] = run_dir / "train_log.jsonl"
             seconds = [s for s in map(_run_seconds, logs.values()) if s is not None]
         else:
@@ -499,7 +506,7 @@ class Experiment:
             return self._data_ready(args["domain"])
         if kind == "evaluate":
             return self.result_path(**args).exists()
-        if _finished(self.task_dir(kind, **args)):
+        if run_finished(self.task_dir(kind, **args)):
             return True
         return not self.needed(kind, args)
 
@@ -522,7 +529,7 @@ class Experiment:
             return True
         if counted and "llm_cl_matched" in self.methods and self.finished_log(kind, args) is None:
             matched = {**cell, "method": "llm_cl_matched"}
-            return not self.result_path(**matched).exists() and not _finished(self.task_dir("stage2", **matched))
+            return not self.result_path(**matched).exists() and not run_finished(self.task_dir("stage2", **matched))
         return False
 
     def finished_log(self, kind: str, args: dict[str, Any]) -> Path | None:
@@ -530,7 +537,7 @@ class Experiment:
         `benchmarks/archive.py --restore` puts in `train-logs/` (archive.py keeps the logs of
         finished runs only). None if neither is there."""
         run = self.task_dir(kind, **args)
-        if _finished(run):
+        if run_finished(run):
             return run / "train_log.jsonl"
         domain, setting, name = run.parts[-3:]
         archived = self.output / "train-logs" / f"{domain}-{setting}-{name}.jsonl"
@@ -571,7 +578,7 @@ class Experiment:
         if kind not in ("stage1", "stage2"):
             return False
         out = self.task_dir(kind, **args)
-        return out.exists() and not _finished(out)
+        return out.exists() and not run_finished(out)
 
     def _data_ready(self, domain: str) -> bool:
         """Whether the domain's dataset is built, by this lbr's builder version. Data of another
@@ -654,7 +661,7 @@ class Experiment:
         from lbr.training import learn
 
         out = self.task_dir("stage1", domain, setting, seed, name=name)
-        if _finished(out):
+        if run_finished(out):
             return False
         stage1 = Stage1Config(
             corpus=str(self.stage1_corpus(domain, setting)),
@@ -764,7 +771,7 @@ class Experiment:
         from lbr.training import represent
 
         out = self.task_dir("stage2", domain, setting, seed, method=method)
-        if _finished(out):
+        if run_finished(out):
             return False
         model = self.model
         if method in STAGE1_OF:
@@ -936,9 +943,9 @@ def record_setting(method: str, setting: str) -> str:
     return "any" if method in SETTING_FREE else setting
 
 
-def _finished(run_dir: Path) -> bool:
+def run_finished(run_dir: Path) -> bool:
     """Whether a training run finished: its model config is written last."""
-    return (run_dir / "lbr_config.json").exists()
+    return (run_dir / LBR_CONFIG_NAME).exists()
 
 
 def needs_model(kind: str, args: dict[str, Any]) -> bool:

@@ -164,6 +164,23 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return {"state": state, "trainable": trainable, "optimizer": optimizer, "rng": rng}
 
 
+def newest_readable(output: Path) -> tuple[tuple[Path, dict[str, Any]] | None, list[CheckpointError]]:
+    """The newest complete checkpoint of ``output`` that loads, with its content, stepping back
+    past damaged ones; and the errors of the damaged ones it stepped past, newest first.
+
+    Any complete checkpoint is a valid place to resume from: the data order and the RNG depend
+    only on the step, so stepping back costs the steps since then, not exactness. The first
+    item is None when there is no checkpoint or none loads.
+    """
+    damaged: list[CheckpointError] = []
+    for path in reversed(complete_checkpoints(output)):
+        try:
+            return (path, load_checkpoint(path)), damaged
+        except CheckpointError as err:
+            damaged.append(err)
+    return None, damaged
+
+
 def _read_json(file: Path) -> dict[str, Any]:
     try:
         value = json.loads(file.read_text(encoding="utf-8"))

@@ -27,10 +27,9 @@ from lbr.config import TrainConfig
 from lbr.errors import ConfigError, LBRError
 from lbr.modeling.lbr_model import LBR_CONFIG_NAME, LBRModel, autocast
 from lbr.training.checkpoint import (
-    CheckpointError,
     checkpoint_step,
     complete_checkpoints,
-    load_checkpoint,
+    newest_readable,
     save_checkpoint,
 )
 
@@ -323,10 +322,9 @@ class Trainer:
             and not complete_checkpoints(self.output)
         ):
             raise ConfigError(f"{self.output}: this run already finished; use a new --output or --overwrite")
-        checkpoints = complete_checkpoints(self.output)
-        if not checkpoints:
+        if not complete_checkpoints(self.output):
             return 0
-        path, checkpoint = self._load_newest_readable(checkpoints)
+        path, checkpoint = self._load_newest_readable()
         # In epochs mode the length comes from the data and the process count, which the run
         # config does not hold; the schedule was built for the saved length (older checkpoints lack it).
         planned = checkpoint["state"].get("total_steps")
@@ -369,20 +367,14 @@ class Trainer:
             print(f"lbr: resuming {self.stage} from {path} (step {step} of {self.total_steps})")
         return step
 
-    def _load_newest_readable(self, checkpoints: list[Path]) -> tuple[Path, dict[str, Any]]:
+    def _load_newest_readable(self) -> tuple[Path, dict[str, Any]]:
         """The newest checkpoint that loads, stepping back past damaged ones with a warning.
 
-        Any complete checkpoint is a valid place to resume from: the data order and the RNG
-        depend only on the step, so stepping back costs the steps since then, not exactness.
         Damaged checkpoints are left in place; they are user-visible evidence of the damage.
         """
-        damaged: list[CheckpointError] = []
-        for path in reversed(checkpoints):
-            try:
-                checkpoint = load_checkpoint(path)
-            except CheckpointError as err:
-                damaged.append(err)
-                continue
+        found, damaged = newest_readable(self.output)
+        if found is not None:
+            path, checkpoint = found
             if self.accelerator.is_main_process:
                 step = int(checkpoint["state"]["step"])
                 for err in damaged:
