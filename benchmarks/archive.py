@@ -116,7 +116,9 @@ def run_still_needed(output: Path, run: Path) -> bool:
     domain, setting, run_name = run.parts[-3:]
     if run_name.startswith("stage1-"):
         return bool(pending_readers(output, run))
-    method, seed = run_name.rsplit("-seed", 1)
+    method, _, seed = run_name.rpartition("-seed")
+    if not method or not seed.isdigit():
+        return True  # not a run the grid names; kept rather than guessed at
     return not result_file(output / "results", domain, setting, method, int(seed)).exists()
 
 
