@@ -79,7 +79,7 @@ def archive(source: Path, target: Path, *, stage1_weights: bool = False, partial
     for run in sorted(source.glob("runs/*/*/*")):
         if run_finished(run) and not run.name.endswith(".tmp"):
             domain, setting, name = run.parts[-3:]
-            for file, suffix in (("train_log.jsonl", ".jsonl"), ("run_config.json", ".run_config.json")):
+            for file, suffix in ((LOG_NAME, ".jsonl"), (RUN_CONFIG_NAME, ".run_config.json")):
                 pairs.append((run / file, target / "train-logs" / f"{domain}-{setting}-{name}{suffix}"))
     if stage1_weights:
         pairs += stage1_weight_files(source, target)
